@@ -1,0 +1,260 @@
+"""Color science for colorray: the one home of every color formula.
+
+- sRGB (D65) <-> CIELAB on batched torch tensors of shape (N, 3, H, W), on any
+  device, differentiable, matching ``skimage.color.rgb2lab`` / ``lab2rgb``.
+- The normalization the networks see (``L/50 - 1`` in, ``ab/110`` out).
+- Zhang et al.'s quantized ab space (ECCV 2016): in-gamut bins on a grid,
+  soft-encoding of ground truth onto the nearest bins, class-rebalancing
+  weights from an empirical prior, and annealed-mean decoding.
+
+Everything here is a pure function of its inputs.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+L_SCALE = 50.0
+AB_SCALE = 110.0
+AB_LIMIT = 110.0
+
+_ILLUMINANT_D65 = (0.95047, 1.0, 1.08883)
+_XYZ_FROM_RGB = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+_EPS = 1e-8
+
+
+def _matrix(rows, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(rows, dtype=like.dtype, device=like.device)
+
+
+def _apply_matrix(matrix: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,njhw->nihw", matrix, image)
+
+
+def _as_float_rgb(rgb: torch.Tensor) -> torch.Tensor:
+    if rgb.dtype == torch.uint8:
+        return rgb.float() / 255.0
+    if not rgb.is_floating_point():
+        raise TypeError(f"RGB must be uint8 or floating point, got {rgb.dtype}")
+    return rgb
+
+
+def _check_nchw(image: torch.Tensor, name: str) -> None:
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3, H, W), got {tuple(image.shape)}")
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB (uint8 0..255 or float 0..1) to CIELAB (L in 0..100, a/b about -128..127)."""
+    _check_nchw(rgb, "rgb")
+    rgb = _as_float_rgb(rgb)
+    compute_dtype = torch.float64 if rgb.dtype == torch.float64 else torch.float32
+    rgb = rgb.to(compute_dtype)
+    linear = torch.where(
+        rgb > 0.04045,
+        ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4,
+        rgb / 12.92,
+    )
+    xyz = _apply_matrix(_matrix(_XYZ_FROM_RGB, linear), linear)
+    xyz = xyz / torch.tensor(_ILLUMINANT_D65, dtype=xyz.dtype, device=xyz.device).view(1, 3, 1, 1)
+    f = torch.where(
+        xyz > 0.008856,
+        xyz.clamp(min=0.008856) ** (1.0 / 3.0),
+        7.787 * xyz + 16.0 / 116.0,
+    )
+    fx, fy, fz = f[:, 0:1], f[:, 1:2], f[:, 2:3]
+    return torch.cat([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1)
+
+
+def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
+    """CIELAB to sRGB floats in 0..1.
+
+    With ``clip`` (the default) out-of-gamut input, e.g. a model's raw ab, is
+    made safe: L is clamped to 0..100, ab to +-110, negative Z to 0 as
+    scikit-image does, and the result to 0..1, so no NaN and no wrap-around.
+    ``clip=False`` returns the unclipped sRGB values, used to test gamut
+    membership.
+    """
+    _check_nchw(lab, "lab")
+    if clip:
+        lab = torch.cat([lab[:, 0:1].clamp(0.0, 100.0), lab[:, 1:3].clamp(-AB_LIMIT, AB_LIMIT)], dim=1)
+    L, a, b = lab[:, 0:1], lab[:, 1:2], lab[:, 2:3]
+    fy = (L + 16.0) / 116.0
+    fx = a / 500.0 + fy
+    fz = fy - b / 200.0
+    if clip:
+        fz = fz.clamp(min=0.0)
+    f = torch.cat([fx, fy, fz], dim=1)
+    xyz = torch.where(f > 0.2068966, f.clamp(min=0.2068966) ** 3, (f - 16.0 / 116.0) / 7.787)
+    xyz = xyz * torch.tensor(_ILLUMINANT_D65, dtype=xyz.dtype, device=xyz.device).view(1, 3, 1, 1)
+    rgb_from_xyz = torch.linalg.inv(_matrix(_XYZ_FROM_RGB, xyz).double()).to(xyz.dtype)
+    linear = _apply_matrix(rgb_from_xyz, xyz)
+    rgb = torch.where(
+        linear > 0.0031308,
+        1.055 * linear.clamp(min=0.0031308) ** (1.0 / 2.4) - 0.055,
+        12.92 * linear,
+    )
+    return rgb.clamp(0.0, 1.0) if clip else rgb
+
+
+def normalize_l(L: torch.Tensor) -> torch.Tensor:
+    """L in 0..100 to the network's input range -1..1."""
+    return L / L_SCALE - 1.0
+
+
+def denormalize_l(L_norm: torch.Tensor) -> torch.Tensor:
+    return (L_norm + 1.0) * L_SCALE
+
+
+def normalize_ab(ab: torch.Tensor) -> torch.Tensor:
+    """ab in Lab units to the network's output range (about -1..1)."""
+    return ab / AB_SCALE
+
+
+def denormalize_ab(ab_norm: torch.Tensor) -> torch.Tensor:
+    return ab_norm * AB_SCALE
+
+
+def rgb_to_model_inputs(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8/float RGB batch to the normalized (L, ab) pair the models train on."""
+    lab = rgb_to_lab(rgb)
+    return normalize_l(lab[:, 0:1]), normalize_ab(lab[:, 1:3])
+
+
+def model_outputs_to_rgb(L_norm: torch.Tensor, ab_norm: torch.Tensor) -> torch.Tensor:
+    """Normalized L and predicted ab back to sRGB floats in 0..1 (ab clipped to the gamut box)."""
+    lab = torch.cat([denormalize_l(L_norm), denormalize_ab(ab_norm)], dim=1)
+    return lab_to_rgb(lab)
+
+
+def rgb_to_gray(rgb: torch.Tensor) -> torch.Tensor:
+    """The gray rendition of an image: its own L with ab = 0, as sRGB floats."""
+    lab = rgb_to_lab(rgb)
+    return lab_to_rgb(torch.cat([lab[:, 0:1], torch.zeros_like(lab[:, 1:3])], dim=1))
+
+
+def resize_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of an ab map (used to join low-resolution ab with full-resolution L)."""
+    if tuple(ab.shape[-2:]) == tuple(size):
+        return ab
+    return F.interpolate(ab, size=size, mode="bilinear", align_corners=False)
+
+
+# --- Quantized ab space (Zhang et al., ECCV 2016) ------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _ab_bins_cached(grid: int, l_steps: int, sub_steps: int) -> torch.Tensor:
+    centers = torch.arange(-AB_LIMIT, AB_LIMIT + 1e-6, grid, dtype=torch.float64)
+    a, b = torch.meshgrid(centers, centers, indexing="ij")
+    candidates = torch.stack([a.flatten(), b.flatten()], dim=1)
+    offsets = torch.linspace(-grid / 2, grid / 2, sub_steps, dtype=torch.float64)
+    da, db = torch.meshgrid(offsets, offsets, indexing="ij")
+    lightness = torch.linspace(0.0, 100.0, l_steps, dtype=torch.float64)
+    # Every (candidate, sub-cell offset, L) triple as one Lab pixel.
+    ab = candidates[:, None, :] + torch.stack([da.flatten(), db.flatten()], dim=1)[None]
+    n_cand, n_off = ab.shape[:2]
+    ab = ab[:, :, None, :].expand(n_cand, n_off, l_steps, 2)
+    L = lightness.view(1, 1, l_steps, 1).expand(n_cand, n_off, l_steps, 1)
+    lab = torch.cat([L, ab], dim=-1).reshape(-1, 3).T.reshape(1, 3, -1, 1)
+    rgb = lab_to_rgb(lab, clip=False).reshape(3, n_cand, n_off * l_steps)
+    in_gamut = ((rgb >= 0.0) & (rgb <= 1.0)).all(dim=0).any(dim=1)
+    return candidates[in_gamut].float()
+
+
+def ab_bins(grid: int = 10, l_steps: int = 101, sub_steps: int = 5) -> torch.Tensor:
+    """Centers (Q, 2) of the grid cells of ab space that hold at least one sRGB color.
+
+    A cell of side ``grid`` centred on a multiple of ``grid`` in -110..110 is
+    kept when some point of it (a ``sub_steps`` x ``sub_steps`` lattice over
+    the cell) at some lightness (``l_steps`` values over 0..100) maps to an
+    sRGB color inside 0..1. With the defaults this gives 262 bins, not the 313
+    of Zhang et al., whose table covers more than the sRGB gamut; see
+    ``docs/color.md``.
+    """
+    return _ab_bins_cached(grid, l_steps, sub_steps).clone()
+
+
+def nearest_bins(ab: torch.Tensor, bins: torch.Tensor, neighbours: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (N, k, H, W) and squared distances of the k bins nearest each ab pixel (Lab units)."""
+    n, _, h, w = ab.shape
+    pixels = ab.permute(0, 2, 3, 1).reshape(-1, 2)
+    bins = bins.to(device=ab.device, dtype=ab.dtype)
+    sq_dist = (pixels[:, None, :] - bins[None, :, :]).pow(2).sum(-1)
+    dist, index = sq_dist.topk(neighbours, dim=1, largest=False)
+    to_nkhw = lambda t: t.reshape(n, h, w, neighbours).permute(0, 3, 1, 2)  # noqa: E731
+    return to_nkhw(index), to_nkhw(dist)
+
+
+def soft_encode(
+    ab: torch.Tensor, bins: torch.Tensor, neighbours: int = 5, sigma: float = 5.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft-encode ab (N, 2, H, W, Lab units) onto its nearest bins with a Gaussian kernel.
+
+    Returns ``(index, weight)``, both (N, k, H, W); weights sum to 1 per pixel.
+    This sparse form feeds the cross-entropy by ``gather``; ``dense_soft_encoding``
+    expands it to (N, Q, H, W) when a full distribution is wanted.
+    """
+    index, sq_dist = nearest_bins(ab, bins, neighbours)
+    weight = torch.softmax(-sq_dist / (2.0 * sigma**2), dim=1)
+    return index, weight
+
+
+def dense_soft_encoding(index: torch.Tensor, weight: torch.Tensor, num_bins: int) -> torch.Tensor:
+    n, _, h, w = index.shape
+    dense = torch.zeros(n, num_bins, h, w, dtype=weight.dtype, device=weight.device)
+    return dense.scatter_add_(1, index, weight)
+
+
+def ab_histogram(ab: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Counts (Q,) of ab pixels (N, 2, H, W, Lab units) per nearest bin: the raw empirical prior."""
+    index, _ = nearest_bins(ab, bins, 1)
+    return torch.bincount(index.flatten(), minlength=bins.shape[0]).to(torch.float64)
+
+
+def smooth_prior(prior: torch.Tensor, bins: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
+    """Gaussian smoothing (in ab units) of a distribution over bins."""
+    bins = bins.to(torch.float64)
+    kernel = torch.exp(-torch.cdist(bins, bins).pow(2) / (2.0 * sigma**2))
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)
+    smoothed = kernel.T @ prior.to(torch.float64)
+    return smoothed / smoothed.sum()
+
+
+def rebalance_weights(
+    prior: torch.Tensor, bins: torch.Tensor, mix: float = 0.5, sigma: float = 5.0
+) -> torch.Tensor:
+    """Zhang et al.'s class-rebalancing weights w ∝ ((1-λ) p̃ + λ/Q)^-1 with E_p̃[w] = 1.
+
+    ``prior`` holds counts or probabilities per bin; it is normalized,
+    Gaussian-smoothed by ``sigma`` and mixed with the uniform distribution by ``mix`` (λ).
+    """
+    prior = prior.to(torch.float64)
+    if prior.shape != (bins.shape[0],) or prior.sum() <= 0:
+        raise ValueError(f"prior must be non-negative with shape ({bins.shape[0]},) and a positive sum")
+    smoothed = smooth_prior(prior / prior.sum(), bins, sigma)
+    weights = 1.0 / ((1.0 - mix) * smoothed + mix / bins.shape[0])
+    weights = weights / (smoothed * weights).sum()
+    return weights.float()
+
+
+def annealed_mean(logits: torch.Tensor, bins: torch.Tensor, temperature: float = 0.38) -> torch.Tensor:
+    """Decode Q-way logits (N, Q, H, W) to ab (N, 2, H, W, Lab units).
+
+    ``temperature`` 1 gives the distribution's mean, 0 its mode, and Zhang et
+    al.'s 0.38 the annealed mean in between.
+    """
+    bins = bins.to(device=logits.device, dtype=logits.dtype)
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return bins[logits.argmax(dim=1)].permute(0, 3, 1, 2)
+    probs = torch.softmax(logits / temperature, dim=1)
+    return torch.einsum("nqhw,qc->nchw", probs, bins)

@@ -1,0 +1,218 @@
+"""The one config schema of colorray: dataclasses loaded from YAML, overridden from the CLI.
+
+Train, Tune, Serve and Evaluate all read a ``TrainConfig``. A YAML file holds any
+subset of its sections; ``key=value`` overrides use dotted paths
+(``model.name=unet optim.lr=2e-4 gan.enabled=true``) and their values are
+parsed as YAML scalars. Unknown keys and wrongly typed values are rejected with
+the key named, before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override names a key that does not exist or has a bad value."""
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # shard folder, URL or brace pattern; empty: the embedded smoke dataset
+    val: str = ""  # validation shards; empty with an empty `train`: the smoke dataset's val split
+    image_size: int = 64  # training resolution (square crops)
+    batch_size: int = 16  # per worker
+    loader_workers: int = 1  # DataLoader processes per Ray Train worker
+    shuffle_buffer: int = 256
+    val_samples: int = 64  # validation images scored each epoch (0: all)
+    samples_per_epoch: int = 0  # per epoch across all ranks; 0: from the shard index
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cnn"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    terms: dict[str, float] = field(default_factory=lambda: {"l1": 1.0})  # name -> weight
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> constructor options
+    prior: str = ""  # ab prior (.npy from `python -m colorray.prior`) for rebalancing/color weighting
+    class_weight: float = 1.0 / 300.0  # alpha of the fusion net's classification head (Iizuka)
+
+
+@dataclass
+class GANConfig:
+    enabled: bool = False
+    discriminator: str = "patchgan"
+    options: dict[str, Any] = field(default_factory=dict)
+    mode: str = "vanilla"  # vanilla (BCE) | lsgan
+    lambda_l1: float = 100.0
+    gamma: float = 1.0  # gamma * (cGAN + lambda * L1) + (1 - gamma) * perceptual
+    pretrain_epochs: int = 0  # generator-only L1 epochs before the adversarial phase
+    lr: float = 2e-4
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # adam | adamw
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # cosine | step | constant
+    warmup_steps: int = 0
+    step_epochs: int = 10  # step schedule: decay every this many epochs
+    step_gamma: float = 0.5
+    grad_clip: float = 0.0  # max gradient norm; 0: off
+
+
+@dataclass
+class ScalingSettings:
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+
+
+@dataclass
+class RunSettings:
+    name: str = ""  # empty: colorray-<model>-<timestamp>
+    storage_path: str = "runs"  # local folder, NFS path or s3:// URI
+    epochs: int = 3
+    seed: int = 0
+    amp: bool = False  # bf16 autocast on GPU
+    channels_last: bool = False
+    checkpoint_every_steps: int = 0  # 0: only at each epoch end
+    keep_checkpoints: int = 2  # top K by `metric`
+    metric: str = "val/psnr"
+    mode: str = "max"
+    max_failures: int = 2
+    log_every_steps: int = 10
+    sample_images: int = 8  # validation images in the PNG grid
+    fail_once_at_step: int = -1  # test-only: rank 0 raises once at this global step
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    gan: GANConfig = field(default_factory=GANConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+
+
+def _suggest(key: str, known: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return _build(hint, value, key + ".")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        _, value_hint = typing.get_args(hint)
+        return {str(k): _coerce(v, value_hint, f"{key}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"config key '{key}' must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"config key '{key}' must be of type {hint.__name__}, got {value!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key '{prefix}{key}'{_suggest(key, names)}; "
+                f"known keys in '{prefix.rstrip('.') or 'the top level'}': {', '.join(names)}"
+            )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any], cls: type = TrainConfig) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(values).__name__}")
+    return _build(cls, values)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return list(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return {k: plain(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    return values
+
+
+def apply_overrides(values: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    """Set dotted ``key=value`` overrides (values parsed as YAML) into a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = values
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
+    values = read_yaml(path) if path else {}
+    return config_from_dict(apply_overrides(values, overrides))
+
+
+def dump_config(config: TrainConfig) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

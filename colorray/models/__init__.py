@@ -1,0 +1,91 @@
+"""The model registry: every colorizer and discriminator, built by name.
+
+``create_model(name, **options)`` builds any registered network; each
+architecture registers itself in its own file of this package with the space it
+predicts:
+
+- ``"ab"``: normalized ab (N, 2, H, W), ``ab / 110``;
+- ``"bins"``: logits (N, Q, H/4, W/4) over the quantized ab bins of
+  ``colorray.color.ab_bins``, decoded with the annealed mean;
+- ``"rgb"``: sRGB (N, 3, H, W) in 0..1;
+- ``"critic"``: a discriminator's patch logits.
+
+Generators take normalized L (N, 1, H, W) of any H and W. A model with a
+classification head (``fusion``) returns ``(prediction, class_logits)``.
+``predict_ab`` turns any generator's output into full-resolution ab.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+import torch
+from torch import nn
+
+from colorray import color
+from colorray.registry import Registry
+
+MODELS = Registry("model")
+
+
+
+def _import_architectures() -> None:
+    """Import every module of this package so that each architecture registers itself."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+def create_model(name: str, **options: Any) -> nn.Module:
+    """Build a registered model; its ``output_space`` and ``registry_name`` are set on it."""
+    _import_architectures()
+    model = MODELS.create(name, **options)
+    model.output_space = MODELS.facts(name)["output"]
+    model.registry_name = name
+    return model
+
+
+def list_models(output: str | None = None) -> list[str]:
+    _import_architectures()
+    return [n for n in MODELS.names() if output is None or MODELS.facts(n)["output"] == output]
+
+
+def output_space(name: str) -> str:
+    _import_architectures()
+    return MODELS.facts(name)["output"]
+
+
+def check_model_options(name: str, options: dict[str, Any]) -> None:
+    _import_architectures()
+    MODELS.check_options(name, options)
+
+
+def split_class_logits(output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A generator's output as ``(prediction, class_logits or None)``."""
+    if isinstance(output, tuple):
+        return output[0], output[1]
+    return output, None
+
+
+def prediction_to_ab(
+    prediction: torch.Tensor, space: str, L_norm: torch.Tensor, temperature: float = 0.38
+) -> torch.Tensor:
+    """A generator's prediction to normalized ab at the resolution of ``L_norm``."""
+    size = tuple(L_norm.shape[-2:])
+    if space == "ab":
+        return color.resize_ab(prediction, size)
+    if space == "bins":
+        bins = color.ab_bins().to(prediction.device)
+        ab = color.annealed_mean(prediction.float(), bins, temperature)
+        return color.normalize_ab(color.resize_ab(ab, size))
+    if space == "rgb":
+        lab = color.rgb_to_lab(prediction.float().clamp(0.0, 1.0))
+        return color.normalize_ab(color.resize_ab(lab[:, 1:3], size))
+    raise ValueError(f"model output space '{space}' has no ab decoding")
+
+
+def predict_ab(model: nn.Module, L_norm: torch.Tensor, temperature: float = 0.38) -> torch.Tensor:
+    """Run a generator on normalized L and return normalized ab at the input's resolution."""
+    prediction, _ = split_class_logits(model(L_norm))
+    return prediction_to_ab(prediction, model.output_space, L_norm, temperature)
