@@ -45,6 +45,10 @@ class Registry:
         self.check(name)
         return dict(self._facts[name])
 
+    def option_names(self, name: str) -> list[str]:
+        self.check(name)
+        return list(inspect.signature(self._builders[name]).parameters)
+
     def check_options(self, name: str, options: dict[str, Any]) -> None:
         self.check(name)
         parameters = inspect.signature(self._builders[name]).parameters

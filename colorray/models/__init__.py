@@ -38,11 +38,12 @@ def _import_architectures() -> None:
 
 
 def create_model(name: str, **options: Any) -> nn.Module:
-    """Build a registered model; its ``output_space`` and ``registry_name`` are set on it."""
+    """Build a registered model, recording on it ``registry_name``, ``registry_options`` and ``output_space``."""
     _import_architectures()
     model = MODELS.create(name, **options)
     model.output_space = MODELS.facts(name)["output"]
     model.registry_name = name
+    model.registry_options = dict(options)
     return model
 
 
@@ -56,9 +57,9 @@ def output_space(name: str) -> str:
     return MODELS.facts(name)["output"]
 
 
-def check_model_options(name: str, options: dict[str, Any]) -> None:
+def model_option_names(name: str) -> list[str]:
     _import_architectures()
-    MODELS.check_options(name, options)
+    return MODELS.option_names(name)
 
 
 def split_class_logits(output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:

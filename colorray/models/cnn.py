@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from colorray.models import MODELS
-from colorray.models.layers import conv_bn_relu, crop_to, pad_to_multiple
+from colorray.models.layers import check_channels, conv_bn_relu, crop_to, pad_to_multiple, upsample
 
 
 class EncoderDecoderCNN(nn.Module):
@@ -19,15 +19,16 @@ class EncoderDecoderCNN(nn.Module):
             conv_bn_relu(width * 4, width * 4, dilation=2),
         )
         self.decoder = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            upsample(),
             conv_bn_relu(width * 4, width * 2),
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            upsample(),
             conv_bn_relu(width * 2, width),
             nn.Conv2d(width, 2, 3, padding=1),
             nn.Tanh(),
         )
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
+        check_channels(L, 1, "cnn")
         x, size = pad_to_multiple(L, 4)
         return crop_to(self.decoder(self.encoder(x)), size)
 

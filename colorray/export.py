@@ -1,0 +1,155 @@
+"""The exported generator artifact: the one thing Serve, Evaluate and colorize load.
+
+An export is a single ``generator.pt`` file holding only plain data (loadable
+with ``torch.load(weights_only=True)``): the registry name and options of the
+model, its weights, the color settings it was trained with, its training
+resolution and metrics. It needs no training config or training code to load.
+
+``load_generator`` accepts an export file, a folder holding ``generator.pt``
+(a Tune ``best/`` folder, a training checkpoint, a finished run folder), and
+fails with a clear ``ExportError`` on anything else.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from colorray import color
+from colorray.models import create_model
+
+EXPORT_FORMAT = "colorray-generator"
+EXPORT_VERSION = 1
+EXPORT_FILENAME = "generator.pt"
+
+
+class ExportError(ValueError):
+    """A path that does not hold a loadable colorray generator export."""
+
+
+@dataclass
+class GeneratorInfo:
+    model: str
+    options: dict[str, Any]
+    output_space: str
+    image_size: int
+    temperature: float = 0.38
+    metrics: dict[str, float] = field(default_factory=dict)
+    created: str = ""
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "options": self.options,
+            "output_space": self.output_space,
+            "image_size": self.image_size,
+            "temperature": self.temperature,
+            "metrics": self.metrics,
+            "created": self.created,
+            "source": self.source,
+        }
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare module under a DistributedDataParallel (or compiled) wrapper."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def export_payload(model: nn.Module, image_size: int, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+    bare = unwrap(model)
+    return {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "model": bare.registry_name,
+        "options": dict(bare.registry_options),
+        "output_space": bare.output_space,
+        "image_size": int(image_size),
+        "color": {"l_scale": color.L_SCALE, "ab_scale": color.AB_SCALE, "bins": int(color.ab_bins().shape[0])},
+        "temperature": 0.38,
+        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "state_dict": {k: v.detach().cpu() for k, v in bare.state_dict().items()},
+    }
+
+
+def save_atomic(payload: Any, path: str | Path) -> Path:
+    """torch.save to a temporary name beside ``path``, then rename: no half-written file on failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_generator(
+    path: str | Path, model: nn.Module, image_size: int, metrics: dict[str, float] | None = None
+) -> Path:
+    """Write ``model`` (built by ``create_model``) as a standalone export file."""
+    return save_atomic(export_payload(model, image_size, metrics), path)
+
+
+def find_export(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ExportError(f"model path not found: {path}")
+    if path.is_dir():
+        for candidate in (path / EXPORT_FILENAME, path / "best" / EXPORT_FILENAME):
+            if candidate.is_file():
+                return candidate
+        raise ExportError(
+            f"{path} holds no {EXPORT_FILENAME}: expected a colorray export, a Tune best/ folder, "
+            "a training checkpoint or a finished training run folder"
+        )
+    return path
+
+
+def read_export(path: str | Path) -> tuple[dict[str, Any], Path]:
+    file = find_export(path)
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ExportError(f"{file} is not a colorray generator export: {error}") from None
+    if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
+        raise ExportError(f"{file} is not a colorray generator export (no '{EXPORT_FORMAT}' header)")
+    if payload.get("version", 0) > EXPORT_VERSION:
+        raise ExportError(f"{file} was written by a newer colorray (export version {payload['version']})")
+    return payload, file
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, GeneratorInfo]:
+    """Build the exported generator in eval mode on ``device`` with its info."""
+    payload, file = read_export(path)
+    options = dict(payload["options"])
+    if "pretrained" in options:
+        options["pretrained"] = "none"  # the export's own weights replace any ImageNet start
+    model = create_model(payload["model"], **options)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:
+        raise ExportError(f"{file}: weights do not fit model '{payload['model']}': {error}") from None
+    info = GeneratorInfo(
+        model=payload["model"],
+        options=payload["options"],
+        output_space=payload["output_space"],
+        image_size=payload["image_size"],
+        temperature=payload.get("temperature", 0.38),
+        metrics=payload.get("metrics", {}),
+        created=payload.get("created", ""),
+        source=str(file),
+    )
+    return model.to(device).eval(), info

@@ -1,0 +1,298 @@
+"""Image-quality metrics of colorization, as pure batched torch functions.
+
+Every metric returns one value per image, shape (N,). RGB inputs are sRGB
+floats in 0..1 of shape (N, 3, H, W), reconstructed from the true L and the
+predicted ab (``colorray.color.model_outputs_to_rgb``); they are rounded to
+uint8 values (data range 255) before any RGB metric, as saved images would be.
+ab inputs are in Lab units (N, 2, H, W). ``image_metrics`` is the one entry
+point of training validation and the evaluation harness; ``summarize`` turns
+its per-image values into means with 95% confidence intervals. The protocol is
+written down in ``docs/metrics.md``.
+
+Also here: the per-pixel rebalancing weights of an ab map, and the loading of
+torchvision backbone weights into a network (shared with the perceptual loss).
+LPIPS is only ever computed with real pretrained AlexNet weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from torch import nn
+
+from colorray import color, weights
+from colorray.weights import PretrainedWeightsMissing
+
+log = logging.getLogger(__name__)
+
+ACCURACY_THRESHOLDS = (2.5, 5.0, 10.0, 20.0)
+SSIM_WINDOW = 7
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+DATA_RANGE = 255.0
+NEAREST_BIN_CHUNK = 65536
+
+
+def _check_pair(pred: torch.Tensor, true: torch.Tensor, channels: int, what: str) -> None:
+    if pred.ndim != 4 or pred.shape[1] != channels or pred.shape != true.shape:
+        raise ValueError(
+            f"{what} images must both have shape (N, {channels}, H, W), got {tuple(pred.shape)} and {tuple(true.shape)}"
+        )
+
+
+def to_uint8_range(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB floats 0..1 to the float64 values 0..255 of their uint8 rounding."""
+    return (rgb.detach().double().clamp(0.0, 1.0) * DATA_RANGE).round()
+
+
+def mse(pred_rgb: torch.Tensor, true_rgb: torch.Tensor) -> torch.Tensor:
+    """Mean squared error on uint8-range RGB (``skimage.metrics.mean_squared_error``)."""
+    _check_pair(pred_rgb, true_rgb, 3, "RGB")
+    return (to_uint8_range(pred_rgb) - to_uint8_range(true_rgb)).pow(2).flatten(1).mean(1)
+
+
+def mae(pred_rgb: torch.Tensor, true_rgb: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error on uint8-range RGB."""
+    _check_pair(pred_rgb, true_rgb, 3, "RGB")
+    return (to_uint8_range(pred_rgb) - to_uint8_range(true_rgb)).abs().flatten(1).mean(1)
+
+
+def psnr(pred_rgb: torch.Tensor, true_rgb: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB on uint8-range RGB, data range 255; ``inf`` for identical images."""
+    return 10.0 * torch.log10(DATA_RANGE**2 / mse(pred_rgb, true_rgb))
+
+
+def ssim(pred_rgb: torch.Tensor, true_rgb: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM over channels, equal to ``skimage.metrics.structural_similarity``.
+
+    scikit-image's defaults on uint8 images: a 7x7 uniform window, K1 0.01, K2
+    0.03, data range 255, sample covariances (49/48), and the mean taken over
+    the windows lying wholly inside the image (its crop of the 3-pixel border).
+    """
+    _check_pair(pred_rgb, true_rgb, 3, "RGB")
+    if min(pred_rgb.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {tuple(pred_rgb.shape[-2:])}")
+    x, y = to_uint8_range(pred_rgb), to_uint8_range(true_rgb)
+    window_mean = lambda t: F.avg_pool2d(t, SSIM_WINDOW, stride=1)  # noqa: E731
+    ux, uy = window_mean(x), window_mean(y)
+    cov_norm = SSIM_WINDOW**2 / (SSIM_WINDOW**2 - 1)
+    vx = cov_norm * (window_mean(x * x) - ux * ux)
+    vy = cov_norm * (window_mean(y * y) - uy * uy)
+    vxy = cov_norm * (window_mean(x * y) - ux * uy)
+    c1, c2 = (SSIM_K1 * DATA_RANGE) ** 2, (SSIM_K2 * DATA_RANGE) ** 2
+    index = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    return index.flatten(2).mean(2).mean(1)
+
+
+def ab_distance(pred_ab: torch.Tensor, true_ab: torch.Tensor) -> torch.Tensor:
+    """Per-pixel Euclidean distance (N, H*W) in ab (Lab units)."""
+    _check_pair(pred_ab, true_ab, 2, "ab")
+    return (pred_ab.detach().double() - true_ab.detach().double()).pow(2).sum(1).sqrt().flatten(1)
+
+
+def _pixel_weights(distance: torch.Tensor, weights_map: torch.Tensor | None) -> torch.Tensor:
+    if weights_map is None:
+        return torch.ones_like(distance)
+    if weights_map.numel() != distance.numel():
+        raise ValueError(
+            f"weights must hold one value per pixel ({tuple(distance.shape)}), got {tuple(weights_map.shape)}"
+        )
+    return weights_map.detach().to(distance.device, torch.float64).reshape(distance.shape)
+
+
+def ab_accuracy_curve(
+    pred_ab: torch.Tensor, true_ab: torch.Tensor, thresholds: torch.Tensor, weights_map: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(N, T) share of pixels (weighted by ``weights_map`` if given) with ab distance <= each threshold."""
+    distance = ab_distance(pred_ab, true_ab)
+    pixel_weight = _pixel_weights(distance, weights_map)
+    thresholds = thresholds.to(distance.device, torch.float64)
+    first_threshold_reached = torch.bucketize(distance, thresholds)
+    counts = torch.zeros(distance.shape[0], thresholds.numel() + 1, dtype=torch.float64, device=distance.device)
+    counts.scatter_add_(1, first_threshold_reached, pixel_weight)
+    return counts.cumsum(1)[:, :-1] / pixel_weight.sum(1, keepdim=True)
+
+
+def ab_auc(
+    pred_ab: torch.Tensor,
+    true_ab: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    max_threshold: float = 150.0,
+    step: float = 1.0,
+) -> torch.Tensor:
+    """Zhang et al.'s AuC: area under the ab-accuracy curve over thresholds 0..max_threshold, in 0..1.
+
+    The curve is integrated with the trapezoid rule and divided by the
+    threshold range. With per-pixel ``weights`` (from ``pixel_rebalance_weights``)
+    it is the class-rebalanced AuC.
+    """
+    if max_threshold <= 0 or step <= 0 or step > max_threshold:
+        raise ValueError(f"AuC needs 0 < step <= max_threshold, got step={step}, max_threshold={max_threshold}")
+    thresholds = torch.arange(0.0, max_threshold + step / 2, step, dtype=torch.float64)
+    curve = ab_accuracy_curve(pred_ab, true_ab, thresholds, weights)
+    thresholds = thresholds.to(curve.device)
+    return torch.trapezoid(curve, thresholds, dim=1) / (thresholds[-1] - thresholds[0])
+
+
+def accuracy_within(pred_ab: torch.Tensor, true_ab: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Share of pixels whose predicted ab lies within ``threshold`` (inclusive, Lab units) of the truth."""
+    return (ab_distance(pred_ab, true_ab) <= threshold).double().mean(1)
+
+
+def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
+    """Hasler & Suesstrunk (2003) colorfulness of uint8-range RGB (population standard deviations)."""
+    if rgb.ndim != 4 or rgb.shape[1] != 3:
+        raise ValueError(f"RGB images must have shape (N, 3, H, W), got {tuple(rgb.shape)}")
+    r, g, b = to_uint8_range(rgb).flatten(2).unbind(1)
+    rg, yb = r - g, 0.5 * (r + g) - b
+    spread = (rg.var(1, correction=0) + yb.var(1, correction=0)).sqrt()
+    offset = (rg.mean(1) ** 2 + yb.mean(1) ** 2).sqrt()
+    return spread + 0.3 * offset
+
+
+def pixel_rebalance_weights(ab: torch.Tensor, class_weights: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Weight (N, 1, H, W) of each ab pixel (Lab units): ``class_weights`` of its nearest bin.
+
+    ``class_weights`` (Q,) come from ``color.rebalance_weights``; the nearest
+    bins are found in chunks of pixels to bound memory on large images.
+    """
+    if class_weights.shape != (bins.shape[0],):
+        raise ValueError(f"rebalancing weights must have shape ({bins.shape[0]},), got {tuple(class_weights.shape)}")
+    n, _, h, w = ab.shape
+    pixels = ab.detach().float().permute(1, 0, 2, 3).reshape(1, 2, -1, 1)
+    nearest = [color.nearest_bins(part, bins, 1)[0].flatten() for part in pixels.split(NEAREST_BIN_CHUNK, dim=2)]
+    index = torch.cat(nearest)
+    return class_weights.to(ab.device)[index].reshape(n, 1, h, w)
+
+
+def load_backbone_weights(module: nn.Module, arch: str, pretrained: str, checkpoint_key: Callable[[str], str]) -> None:
+    """Fill every tensor of ``module`` from torchvision's ``arch`` checkpoint (``colorray.weights``).
+
+    ``checkpoint_key`` maps a key of ``module.state_dict()`` to its key in the
+    checkpoint; keys the module does not need are ignored, so a partial file
+    holding only the needed layers works. A missing key raises
+    ``PretrainedWeightsMissing``, never leaving random weights in place.
+    """
+    state = weights.load_state_dict(arch, pretrained)
+    wanted = {key: checkpoint_key(key) for key in module.state_dict()}
+    missing = sorted(source for source in wanted.values() if source not in state)
+    if missing:
+        raise PretrainedWeightsMissing(
+            f"the {arch} weights ({pretrained}) lack {len(missing)} tensors this network needs: {', '.join(missing)}"
+        )
+    module.load_state_dict({key: state[source] for key, source in wanted.items()})
+
+
+class LPIPSMetric(nn.Module):
+    """LPIPS v0.1 with AlexNet: the ``lpips`` package's linear heads on real ImageNet AlexNet features.
+
+    The ``lpips`` package ships only its linear heads; the AlexNet backbone is
+    loaded from ``colorray.weights`` (``pretrained="imagenet"`` or a path to
+    torchvision's ``alexnet`` checkpoint) and ``PretrainedWeightsMissing`` is
+    raised when it is absent. Call with RGB 0..1 images; returns (N,).
+    """
+
+    def __init__(self, pretrained: str = "imagenet"):
+        super().__init__()
+        import lpips
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self.model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+        # LPIPS slices keep torchvision's indices: net.slice2.3.weight is features.3.weight.
+        load_backbone_weights(self.model.net, "alexnet", pretrained, lambda key: "features." + key.split(".", 1)[1])
+        self.model.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> LPIPSMetric:
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @torch.no_grad()
+    def forward(self, pred_rgb: torch.Tensor, true_rgb: torch.Tensor) -> torch.Tensor:
+        _check_pair(pred_rgb, true_rgb, 3, "RGB")
+        device = next(self.model.parameters()).device
+        pred, true = (t.detach().float().clamp(0.0, 1.0).to(device) for t in (pred_rgb, true_rgb))
+        return self.model(pred, true, normalize=True).flatten()
+
+
+def load_lpips_or_none(pretrained: str = "imagenet") -> LPIPSMetric | None:
+    """An ``LPIPSMetric``, or None (logged) when the AlexNet weights are not on this machine."""
+    try:
+        return LPIPSMetric(pretrained)
+    except PretrainedWeightsMissing as error:
+        log.warning("LPIPS unavailable: %s", error)
+        return None
+
+
+def accuracy_key(threshold: float) -> str:
+    return f"acc@{threshold:g}"
+
+
+@torch.no_grad()
+def image_metrics(
+    L_norm: torch.Tensor,
+    pred_ab_norm: torch.Tensor,
+    true_ab_norm: torch.Tensor,
+    *,
+    lpips: LPIPSMetric | None = None,
+    rebalance: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Every per-image metric, each (N,) float64 on CPU, from normalized L and ab at one resolution.
+
+    Both images are rebuilt from the true L: with the predicted ab (clipped to
+    the gamut box, then to 0..1 RGB) and with the true ab. ab metrics compare
+    the predicted ab, clipped to +-110, with the true ab in Lab units.
+    ``rebalance`` (Q,) are class weights over ``color.ab_bins()`` (from
+    ``color.rebalance_weights``) and add ``auc_rebalanced``; ``lpips`` adds ``lpips``.
+    """
+    if L_norm.ndim != 4 or L_norm.shape[1] != 1 or L_norm.shape[-2:] != true_ab_norm.shape[-2:]:
+        raise ValueError(
+            f"L must have shape (N, 1, H, W) matching ab {tuple(true_ab_norm.shape)}, got {tuple(L_norm.shape)}"
+        )
+    _check_pair(pred_ab_norm, true_ab_norm, 2, "ab")
+    L_norm, pred_ab_norm, true_ab_norm = (t.detach().float() for t in (L_norm, pred_ab_norm, true_ab_norm))
+    pred_rgb = color.model_outputs_to_rgb(L_norm, pred_ab_norm)
+    true_rgb = color.model_outputs_to_rgb(L_norm, true_ab_norm)
+    pred_ab = color.denormalize_ab(pred_ab_norm).clamp(-color.AB_LIMIT, color.AB_LIMIT)
+    true_ab = color.denormalize_ab(true_ab_norm)
+    results = {
+        "psnr": psnr(pred_rgb, true_rgb),
+        "ssim": ssim(pred_rgb, true_rgb),
+        "mse": mse(pred_rgb, true_rgb),
+        "mae": mae(pred_rgb, true_rgb),
+        "auc": ab_auc(pred_ab, true_ab),
+    }
+    if rebalance is not None:
+        pixel_weights = pixel_rebalance_weights(true_ab, rebalance, color.ab_bins())
+        results["auc_rebalanced"] = ab_auc(pred_ab, true_ab, weights=pixel_weights)
+    for threshold in ACCURACY_THRESHOLDS:
+        results[accuracy_key(threshold)] = accuracy_within(pred_ab, true_ab, threshold)
+    results["colorfulness"] = colorfulness(pred_rgb)
+    results["colorfulness_gt"] = colorfulness(true_rgb)
+    results["colorfulness_gap"] = (results["colorfulness"] - results["colorfulness_gt"]).abs()
+    if lpips is not None:
+        results["lpips"] = lpips(pred_rgb, true_rgb)
+    return {name: values.to("cpu", torch.float64) for name, values in results.items()}
+
+
+def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
+    """Mean and half-width of its 95% Student-t confidence interval (nan for fewer than 2 values)."""
+    values = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if values.numel() == 0:
+        raise ValueError("cannot summarize a metric with no values")
+    mean = values.mean().item()
+    if values.numel() < 2:
+        return mean, math.nan
+    t_quantile = stats.t.ppf(0.975, values.numel() - 1)
+    return mean, float(t_quantile * values.std(correction=1).item() / math.sqrt(values.numel()))
+
+
+def summarize(per_image: dict[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
+    """Each metric's per-image values to (mean, 95% CI half-width)."""
+    return {name: mean_ci95(values) for name, values in per_image.items()}
