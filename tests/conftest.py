@@ -8,6 +8,7 @@ submit`` tests and Serve tests. Token auth is switched off (see the team notes).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,19 +40,43 @@ class RayCluster:
 
     def start(self) -> None:
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        ports = {name: free_port() for name in (
+            "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+            "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port",
+        )}
         command = [
             sys.executable, "-m", "ray.scripts.scripts", "start", "--head",
             "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
             "--num-cpus=4", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
             "--disable-usage-stats", f"--temp-dir={self.root / 'tmp'}",
+            *(f"--{name}={port}" for name, port in ports.items()),
         ]
         subprocess.run(command, check=True, env=self.env, capture_output=True, timeout=120)
 
     def stop(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"],
-            env=self.env, capture_output=True, timeout=120,
-        )
+        """Stop this cluster's processes only (`ray stop` would end every Ray on the machine)."""
+        marks = (str(self.root), f":{self.gcs_port}")
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self._pids(marks):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            time.sleep(2)
+
+    @staticmethod
+    def _pids(marks: tuple[str, ...]) -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if any(mark in cmdline for mark in marks):
+                pids.append(int(entry.name))
+        return pids
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,180 @@
+"""Training state on disk: checkpoints, the run folder and what a run leaves for people to look at.
+
+A checkpoint folder (reported through ``ray.train.report``) holds
+``state.pt`` (models, optimizers, schedulers, data position, config, metrics),
+``generator.pt`` (the standalone export Serve and Evaluate load), the config as
+YAML, and at epoch ends ``samples.png``. With a local (or NFS) ``storage_path``
+the run folder ``STORAGE/NAME`` also gets ``config.yaml``, ``metrics.jsonl``,
+TensorBoard scalars, the sample grids per epoch and, at the end, the best
+checkpoint's ``generator.pt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torchvision
+
+from colorray.config import TrainConfig, config_to_dict, dump_config
+from colorray.export import EXPORT_FILENAME, save_generator, unwrap
+
+RUN_CONFIG_FILE = "config.yaml"
+STATE_FILE = "state.pt"
+SAMPLES_FILE = "samples.png"
+FAIL_MARKER = ".failed_once"
+
+logger = logging.getLogger("colorray.train")
+logger.setLevel(logging.INFO)
+
+
+@dataclass
+class Position:
+    """Where training stands: the epoch to run, batches of it already done, global step, last validation."""
+
+    epoch: int = 0
+    batches_done: int = 0
+    step: int = 0
+    val_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def is_remote(storage_path: str) -> bool:
+    return "://" in storage_path
+
+
+def storage_uri(storage_path: str) -> str:
+    return storage_path if is_remote(storage_path) else str(Path(storage_path).expanduser().resolve())
+
+
+def run_dir(config: TrainConfig) -> Path | None:
+    """The run's local folder, or None when the storage is remote (s3://, gs://)."""
+    if is_remote(config.run.storage_path):
+        return None
+    return Path(storage_uri(config.run.storage_path)) / config.run.name
+
+
+def save_run_config(config: TrainConfig) -> None:
+    folder = run_dir(config)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RUN_CONFIG_FILE).write_text(dump_config(config))
+
+
+def save(folder, config, models, optimizers, schedulers, position: Position, metrics, samples=None) -> None:
+    folder = Path(folder)
+    state = {
+        "models": {name: unwrap(model).state_dict() for name, model in models.items()},
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "schedulers": {name: sched.state_dict() for name, sched in schedulers.items()},
+        "position": dataclasses.asdict(position),
+        "config": config_to_dict(config),
+        "metrics": metrics,
+    }
+    torch.save(state, folder / STATE_FILE)
+    val_metrics = {k: v for k, v in metrics.items() if k.startswith("val/")}
+    save_generator(folder / EXPORT_FILENAME, models["generator"], config.data.image_size, val_metrics)
+    (folder / RUN_CONFIG_FILE).write_text(dump_config(config))
+    if samples is not None:
+        torchvision.utils.save_image(samples, folder / SAMPLES_FILE)
+
+
+def restore(checkpoint, models, optimizers, schedulers) -> Position:
+    """Load a Ray Train checkpoint into the models, optimizers and schedulers; where to continue."""
+    if checkpoint is None:
+        return Position()
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    for group, objects in (("models", models), ("optimizers", optimizers), ("schedulers", schedulers)):
+        missing = set(objects) - set(state[group])
+        if missing:
+            raise ValueError(f"checkpoint has no {group} state for {', '.join(sorted(missing))}: incompatible run")
+        for name, obj in objects.items():
+            obj.load_state_dict(state[group][name])
+    return Position(**state["position"])
+
+
+def fail_once_if_asked(config: TrainConfig, rank: int, step: int) -> None:
+    """Test-only fault injection: rank 0 raises once at ``run.fail_once_at_step``."""
+    folder = run_dir(config)
+    if rank != 0 or step != config.run.fail_once_at_step or folder is None:
+        return
+    marker = folder / FAIL_MARKER
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"injected failure at step {step} (run.fail_once_at_step)")
+
+
+class Artifacts:
+    """Rank 0's progress lines, metrics log, TensorBoard scalars and sample grids."""
+
+    def __init__(self, config: TrainConfig, rank: int):
+        self.config = config
+        self.active = rank == 0
+        self.folder = run_dir(config) if self.active else None
+        self.writer = None
+        if self.folder is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.folder / "tensorboard"))
+
+    def log_progress(self, epoch, step, batch, batches, rate, losses) -> None:
+        if not self.active:
+            return
+        parts = " ".join(f"{name.removeprefix('train/')} {value:.4f}" for name, value in losses.items())
+        logger.info(f"epoch {epoch + 1}/{self.config.run.epochs} batch {batch}/{batches} step {step} | "
+                    f"{rate:.1f} img/s | {parts}")
+        if self.writer is not None:
+            for name, value in losses.items():
+                self.writer.add_scalar(name, value, step)
+
+    def log_epoch(self, epoch, step, metrics, samples) -> None:
+        if not self.active:
+            return
+        shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val/"))
+        logger.info(f"epoch {epoch}/{self.config.run.epochs} done at step {step} | {shown}")
+        if self.folder is None:
+            return
+        with open(self.folder / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(metrics) + "\n")
+        for name, value in metrics.items():
+            if name.startswith("val/"):
+                self.writer.add_scalar(name, value, step)
+        self.writer.flush()
+        if samples is not None:
+            (self.folder / "samples").mkdir(exist_ok=True)
+            torchvision.utils.save_image(samples, self.folder / "samples" / f"epoch-{epoch:03d}.png")
+
+
+def best_checkpoint(config: TrainConfig, result):
+    """The kept checkpoint with the best ``run.metric`` (the latest one if none has it)."""
+    scored = [(c, m) for c, m in (result.best_checkpoints or []) if config.run.metric in m]
+    if not scored:
+        return result.checkpoint, result.metrics or {}
+    pick = max if config.run.mode == "max" else min
+    return pick(scored, key=lambda item: item[1][config.run.metric])
+
+
+def finish(config: TrainConfig, result) -> str:
+    """Copy the best generator into the run folder; the closing lines that say where everything is."""
+    checkpoint, metrics = best_checkpoint(config, result)
+    metric = config.run.metric
+    lines = [f"colorray.train: finished run '{config.run.name}'"]
+    if metric in metrics:
+        lines.append(f"  best {metric}: {metrics[metric]:.4f} (epoch {metrics.get('epoch')}, step {metrics.get('step')})")
+    lines.append(f"  checkpoint: {checkpoint.path if checkpoint else 'none'}")
+    folder = run_dir(config)
+    if folder is not None and checkpoint is not None:
+        export = folder / EXPORT_FILENAME
+        shutil.copyfile(Path(checkpoint.path) / EXPORT_FILENAME, export)
+        samples = sorted((folder / "samples").glob("*.png"))
+        lines += [
+            f"  generator export: {export}",
+            f"  metrics: {folder / 'metrics.jsonl'} (tensorboard --logdir {folder / 'tensorboard'})",
+            f"  samples: {samples[-1] if samples else 'none'}",
+        ]
+    return "\n".join(lines)

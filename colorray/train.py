@@ -1,0 +1,245 @@
+"""``python -m colorray.train``: distributed colorization training on Ray Train.
+
+The driver (``main``) loads and checks the config, connects to Ray (the
+running cluster inside ``ray job submit`` or when ``RAY_ADDRESS`` is set, else a
+local one) and runs ``train_loop_per_worker`` on a ``TorchTrainer``. Each worker
+streams its own split of the shards, converts uint8 RGB to Lab on its device,
+trains the generator (and a PatchGAN critic in GAN mode) under DDP, validates
+every epoch and reports metrics and checkpoints through ``ray.train.report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import ray
+import ray.train
+import torch
+from ray.train.torch import TorchTrainer
+
+from colorray import checkpoints, color, preflight
+from colorray.config import TrainConfig, config_from_dict, config_to_dict, dump_config
+from colorray.data import resolve_data, train_loader, val_loader
+from colorray.export import unwrap
+from colorray.models import create_model, split_class_logits
+from colorray.objectives import Objective
+from colorray.optim import build_optimizer, build_scheduler
+from colorray.prior import load_prior
+from colorray.validation import validate
+
+
+def train_loop_per_worker(config_dict: dict) -> None:
+    config = config_from_dict(config_dict)
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(config.run.seed + rank)
+
+    train_set, val_set = resolve_data(config.data)
+    steps_per_epoch = len(train_loader_for(config, train_set, rank, world_size, epoch=0))
+    prior = load_prior(config.loss.prior) if config.loss.prior else None
+    models = build_models(config, train_set.classes, device)
+    optimizers = {name: build_optimizer(model.parameters(), config.optim, lr_for(config, name))
+                  for name, model in models.items()}
+    schedulers = {name: build_scheduler(opt, config.optim, steps_per_epoch, epochs_for(config, name))
+                  for name, opt in optimizers.items()}
+    position = checkpoints.restore(ray.train.get_checkpoint(), models, optimizers, schedulers)
+    models = {name: ray.train.torch.prepare_model(model) for name, model in models.items()}
+    objective = Objective(config, prior, device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.run.amp and device.type == "cuda" else nullcontext()
+    artifacts = checkpoints.Artifacts(config, rank)
+    step, last_val = position.step, position.val_metrics
+
+    for epoch in range(position.epoch, config.run.epochs):
+        for model in models.values():
+            model.train()
+        loader = train_loader_for(config, train_set, rank, world_size, epoch)
+        clock, seen, losses = time.perf_counter(), 0, {}
+        for batch_index, batch in enumerate(loader):
+            if epoch == position.epoch and batch_index < position.batches_done:
+                continue
+            checkpoints.fail_once_if_asked(config, rank, step)
+            L, ab = color.rgb_to_model_inputs(batch["rgb"].to(device, non_blocking=True))
+            target = ab if unwrap(models["generator"]).output_space != "rgb" else batch["rgb"].to(device).float() / 255
+            labels = batch["label"].to(device)
+            if config.run.channels_last:
+                L = L.contiguous(memory_format=torch.channels_last)
+            adversarial = config.gan.enabled and epoch >= config.gan.pretrain_epochs
+            with autocast:
+                losses = scalars(train_step(models, optimizers, objective, L, target, labels, adversarial, config))
+            schedulers["generator"].step()
+            if adversarial:
+                schedulers["critic"].step()
+            step += 1
+            seen += L.shape[0] * world_size
+            if step % config.run.log_every_steps == 0 or batch_index + 1 == len(loader):
+                rate = seen / (time.perf_counter() - clock)
+                artifacts.log_progress(epoch, step, batch_index + 1, len(loader), rate, losses)
+            if config.run.checkpoint_every_steps and step % config.run.checkpoint_every_steps == 0:
+                state = checkpoints.Position(epoch, batch_index + 1, step, last_val)
+                report({**losses, **last_val, "epoch": epoch, "step": step},
+                       config, models, optimizers, schedulers, state, rank)
+
+        last_val, samples = validate(config, models["generator"], val_loader_for(config, val_set, rank, world_size),
+                                     device, prior, rank)
+        metrics = {**losses, **last_val, "epoch": epoch + 1, "step": step}
+        artifacts.log_epoch(epoch + 1, step, metrics, samples)
+        report(metrics, config, models, optimizers, schedulers,
+               checkpoints.Position(epoch + 1, 0, step, last_val), rank, samples)
+
+
+def train_step(models, optimizers, objective, L, target, labels, adversarial, config) -> dict[str, torch.Tensor]:
+    generator = models["generator"]
+    prediction, class_logits = split_class_logits(generator(L))
+    losses: dict[str, torch.Tensor] = {}
+    if adversarial:
+        critic = models["critic"]
+        real_pair, fake_pair = torch.cat([L, target], 1), torch.cat([L, prediction], 1)
+        losses.update(objective.critic(critic(real_pair), critic(fake_pair.detach())))
+        step_optimizer(optimizers["critic"], losses["critic"], critic, config.optim.grad_clip)
+        critic_fake = unwrap(critic)(fake_pair)
+        losses.update(objective.generator(prediction, target, L, critic_fake, class_logits, labels))
+    else:
+        losses.update(objective.supervised(prediction, target, L, class_logits, labels))
+    step_optimizer(optimizers["generator"], losses["total"], generator, config.optim.grad_clip)
+    return losses
+
+
+def step_optimizer(optimizer: torch.optim.Optimizer, loss: torch.Tensor, model: torch.nn.Module, clip: float) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+
+
+def report(metrics, config, models, optimizers, schedulers, position, rank, samples=None) -> None:
+    """Report on every rank (a barrier); only rank 0 attaches a checkpoint."""
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoints.save(folder, config, models, optimizers, schedulers, position, metrics, samples)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def scalars(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {f"train/{name}": float(value.detach()) for name, value in losses.items()}
+
+
+def build_models(config: TrainConfig, classes: dict, device: torch.device) -> dict[str, torch.nn.Module]:
+    models = {"generator": create_model(config.model.name, **preflight.model_options(config, classes))}
+    if config.gan.enabled:
+        models["critic"] = create_model(config.gan.discriminator, **preflight.critic_options(config))
+    memory_format = torch.channels_last if config.run.channels_last else torch.contiguous_format
+    return {name: model.to(device, memory_format=memory_format) for name, model in models.items()}
+
+
+def lr_for(config: TrainConfig, model_name: str) -> float:
+    return config.gan.lr if model_name == "critic" else config.optim.lr
+
+
+def epochs_for(config: TrainConfig, model_name: str) -> int:
+    """Epochs each model's schedule spans: the critic only trains after the generator's pretraining."""
+    return config.run.epochs - config.gan.pretrain_epochs if model_name == "critic" else config.run.epochs
+
+
+def train_loader_for(config: TrainConfig, shards, rank: int, world_size: int, epoch: int):
+    data = config.data
+    return train_loader(
+        shards, image_size=data.image_size, batch_size=data.batch_size, rank=rank, world_size=world_size,
+        epoch=epoch, seed=config.run.seed, loader_workers=data.loader_workers,
+        shuffle_buffer=data.shuffle_buffer, samples_per_epoch=data.samples_per_epoch,
+    )
+
+
+def val_loader_for(config: TrainConfig, shards, rank: int, world_size: int):
+    data = config.data
+    return val_loader(shards, image_size=data.image_size, batch_size=data.batch_size, rank=rank,
+                      world_size=world_size, limit=data.val_samples, loader_workers=data.loader_workers)
+
+
+def build_trainer(config: TrainConfig, callbacks: list | None = None) -> TorchTrainer:
+    scaling, run = config.scaling, config.run
+    resources = {"CPU": scaling.cpus_per_worker}
+    if scaling.use_gpu:
+        resources["GPU"] = scaling.gpus_per_worker
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config_to_dict(config),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=run.name,
+            storage_path=checkpoints.storage_uri(run.storage_path),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=run.keep_checkpoints,
+                checkpoint_score_attribute=run.metric,
+                checkpoint_score_order=run.mode,
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def connect_ray() -> None:
+    """Join the running cluster (ray job submit, RAY_ADDRESS, `ray start`), else start a local Ray."""
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address="auto", log_to_driver=True)
+    except ConnectionError:
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m colorray.train",
+        description="Train a colorization model on Ray Train. Without arguments: the default small "
+        "model on the embedded smoke dataset, on this machine's CPUs.",
+    )
+    parser.add_argument("--config", help="YAML file with any of the sections of colorray.config.TrainConfig")
+    parser.add_argument("--resume", metavar="PATH_OR_RUN",
+                        help="continue a stopped run: its folder, or its run.name under run.storage_path")
+    parser.add_argument("--print-config", action="store_true", help="print the full config and exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides, e.g. model.name=unet optim.lr=2e-4 gan.enabled=true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = preflight.prepare(args.config, args.overrides, args.resume)
+        if args.print_config:
+            print(dump_config(config), end="")
+            return 0
+        connect_ray()
+        preflight.check_cluster(config)
+    except preflight.PREFLIGHT_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"colorray.train: {preflight.describe_data(config)}\n--- config ---\n{dump_config(config)}--------------")
+    checkpoints.save_run_config(config)
+    try:
+        result = build_trainer(config).fit()
+    except ray.train.TrainingFailedError as error:
+        print(f"error: training failed: {error}", file=sys.stderr)
+        return 1
+    print(checkpoints.finish(config, result))
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the package's copy of this module, so Ray pickles train_loop_per_worker by reference
+    # (colorray.train.train_loop_per_worker) rather than by value from __main__.
+    from colorray.train import main as package_main
+
+    sys.exit(package_main())

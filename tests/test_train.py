@@ -1,0 +1,115 @@
+"""End-to-end training on a real local Ray cluster: the default run, GAN mode, resume, fault recovery,
+``ray job submit``, and the clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from colorray.export import load_generator
+from colorray.train import main
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["data.samples_per_epoch=64", "data.val_samples=16", "run.sample_images=4", "data.batch_size=8"]
+
+
+def metrics_lines(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def checkpoint_dirs(run: Path) -> list[Path]:
+    return sorted(p for p in run.glob("checkpoint_*") if p.is_dir())
+
+
+def test_default_run_writes_checkpoint_metrics_samples_and_export(ray_cluster, tmp_path, capsys):
+    assert main([f"run.storage_path={tmp_path}", "run.name=default", "run.epochs=2", *FAST]) == 0
+    run = tmp_path / "default"
+    out = capsys.readouterr().out
+    assert "finished run 'default'" in out and str(run / "generator.pt") in out
+    lines = metrics_lines(run)
+    assert [line["epoch"] for line in lines] == [1, 2]
+    assert {"val/psnr", "val/ssim", "val/colorfulness_gap", "train/total"} <= set(lines[-1])
+    assert (run / "samples" / "epoch-002.png").is_file() and (run / "tensorboard").is_dir()
+    assert checkpoint_dirs(run) and all((c / "generator.pt").is_file() for c in checkpoint_dirs(run))
+    model, info = load_generator(run)
+    assert info.model == "cnn" and info.image_size == 64 and "val/psnr" in info.metrics
+    assert model(torch.zeros(1, 1, 40, 52)).shape == (1, 2, 40, 52)
+
+
+def test_gan_mode_with_generator_pretraining(ray_cluster, tmp_path):
+    args = [f"run.storage_path={tmp_path}", "run.name=gan", "run.epochs=2", "model.name=unet",
+            "model.options={num_downs: 5, ngf: 8}", "gan.enabled=true", "gan.pretrain_epochs=1",
+            "gan.options={ndf: 8}", "data.image_size=32", *FAST]
+    assert main(args) == 0
+    pretrain, adversarial = metrics_lines(tmp_path / "gan")
+    assert "train/critic" not in pretrain and "train/critic" in adversarial
+    assert "train/adversarial" in adversarial and torch.isfinite(torch.tensor(adversarial["train/total"]))
+
+
+def test_resume_continues_the_step_count(ray_cluster, tmp_path):
+    assert main([f"run.storage_path={tmp_path}", "run.name=resumed", "run.epochs=1", *FAST]) == 0
+    first = metrics_lines(tmp_path / "resumed")
+    assert main(["--resume", str(tmp_path / "resumed"), "run.epochs=2"]) == 0
+    second = metrics_lines(tmp_path / "resumed")
+    assert [line["epoch"] for line in second] == [1, 2]
+    assert second[1]["step"] == 2 * first[0]["step"]
+
+
+def test_a_worker_crash_is_recovered_from_the_last_checkpoint(ray_cluster, tmp_path):
+    args = [f"run.storage_path={tmp_path}", "run.name=crash", "run.epochs=2", "run.checkpoint_every_steps=1",
+            "run.fail_once_at_step=3", *FAST]
+    assert main(args) == 0
+    run = tmp_path / "crash"
+    assert (run / ".failed_once").exists()
+    lines = metrics_lines(run)
+    assert lines[-1]["epoch"] == 2 and lines[-1]["step"] == 2 * 64 // (2 * 8)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["model.name=unetz"], "unknown model 'unetz'"),
+        (["model.options={depth: 3}"], "model 'cnn' has no option 'depth'"),
+        (["loss.terms={l2: 1.0}"], "unknown loss 'l2'"),
+        (["optim.name=sgdd"], "unknown optimizer 'sgdd'"),
+        (["data.train=/no/such/shards"], "/no/such/shards"),
+        (["scaling.num_workers=8", "data.batch_size=4"], "the Ray cluster has"),
+        (["data.batchsize=3"], "unknown config key 'data.batchsize'"),
+        (["model.name=eccv16", "loss.terms={l1: 1.0}"], "does not fit model 'eccv16'"),
+    ],
+)
+def test_bad_input_fails_before_workers_start(ray_cluster, tmp_path, capsys, args, message):
+    assert main([f"run.storage_path={tmp_path}", "run.name=bad", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error: ") and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_existing_runs_are_never_overwritten_and_resume_checks_compatibility(ray_cluster, tmp_path, capsys):
+    run = tmp_path / "kept"
+    run.mkdir()
+    (run / "config.yaml").write_text("model:\n  name: cnn\n")
+    before = sorted(run.iterdir())
+    assert main([f"run.storage_path={tmp_path}", "run.name=kept"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["--resume", str(run), "model.name=unet"]) == 2
+    assert "incompatible" in capsys.readouterr().err
+    assert sorted(run.iterdir()) == before and (run / "config.yaml").read_text() == "model:\n  name: cnn\n"
+
+
+def test_ray_job_submit_runs_the_training_entry_point(ray_cluster, tmp_path):
+    env = dict(os.environ, RAY_ADDRESS=ray_cluster.dashboard_url)
+    command = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--working-dir", str(REPO),
+               "--", "python", "-m", "colorray.train", f"run.storage_path={tmp_path}", "run.name=job",
+               "run.epochs=1", *FAST]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "finished run 'job'" in done.stdout
+    assert (tmp_path / "job" / "generator.pt").is_file()
