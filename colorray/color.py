@@ -20,6 +20,7 @@ import torch.nn.functional as F
 L_SCALE = 50.0
 AB_SCALE = 110.0
 AB_LIMIT = 110.0
+NEAREST_BIN_CHUNK = 65536  # pixels per nearest-bin search: bounds the (pixels x bins) distance table
 
 _ILLUMINANT_D65 = (0.95047, 1.0, 1.08883)
 _XYZ_FROM_RGB = (
@@ -51,17 +52,23 @@ def _check_nchw(image: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must have shape (N, 3, H, W), got {tuple(image.shape)}")
 
 
+def _srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    return torch.where(rgb > 0.04045, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+
+
+@functools.lru_cache(maxsize=8)
+def _uint8_linear_table(device: torch.device) -> torch.Tensor:
+    return _srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255.0).float().to(device)
+
+
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB (uint8 0..255 or float 0..1) to CIELAB (L in 0..100, a/b about -128..127)."""
     _check_nchw(rgb, "rgb")
-    rgb = _as_float_rgb(rgb)
-    compute_dtype = torch.float64 if rgb.dtype == torch.float64 else torch.float32
-    rgb = rgb.to(compute_dtype)
-    linear = torch.where(
-        rgb > 0.04045,
-        ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4,
-        rgb / 12.92,
-    )
+    if rgb.dtype == torch.uint8:  # a 256-entry table instead of a power per pixel
+        linear = _uint8_linear_table(rgb.device)[rgb.long()]
+    else:
+        rgb = _as_float_rgb(rgb)
+        linear = _srgb_to_linear(rgb.to(torch.float64 if rgb.dtype == torch.float64 else torch.float32))
     xyz = _apply_matrix(_matrix(_XYZ_FROM_RGB, linear), linear)
     xyz = xyz / torch.tensor(_ILLUMINANT_D65, dtype=xyz.dtype, device=xyz.device).view(1, 3, 1, 1)
     f = torch.where(
@@ -183,14 +190,29 @@ def ab_bins(grid: int = 10, l_steps: int = 101, sub_steps: int = 5) -> torch.Ten
 
 
 def nearest_bins(ab: torch.Tensor, bins: torch.Tensor, neighbours: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (N, k, H, W) and squared distances of the k bins nearest each ab pixel (Lab units)."""
+    """Indices (N, k, H, W) and squared distances of the k bins nearest each ab pixel (Lab units).
+
+    Pixels are searched in chunks so the (pixels x bins) distance table stays small on large images.
+    """
     n, _, h, w = ab.shape
     pixels = ab.permute(0, 2, 3, 1).reshape(-1, 2)
     bins = bins.to(device=ab.device, dtype=ab.dtype)
-    sq_dist = (pixels[:, None, :] - bins[None, :, :]).pow(2).sum(-1)
-    dist, index = sq_dist.topk(neighbours, dim=1, largest=False)
+    found = [
+        (chunk[:, None, :] - bins[None, :, :]).pow(2).sum(-1).topk(neighbours, dim=1, largest=False)
+        for chunk in pixels.split(NEAREST_BIN_CHUNK)
+    ]
+    dist = torch.cat([d for d, _ in found]) if found else pixels.new_zeros(0, neighbours)
+    index = torch.cat([i for _, i in found]) if found else torch.zeros(0, neighbours, dtype=torch.long)
     to_nkhw = lambda t: t.reshape(n, h, w, neighbours).permute(0, 3, 1, 2)  # noqa: E731
     return to_nkhw(index), to_nkhw(dist)
+
+
+def pixel_rebalance_weights(ab: torch.Tensor, class_weights: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Weight (N, 1, H, W) of each ab pixel (Lab units): the ``rebalance_weights`` entry of its nearest bin."""
+    if class_weights.shape != (bins.shape[0],):
+        raise ValueError(f"rebalancing weights must have shape ({bins.shape[0]},), got {tuple(class_weights.shape)}")
+    index, _ = nearest_bins(ab.detach().float(), bins, 1)
+    return class_weights.to(ab.device)[index]
 
 
 def soft_encode(

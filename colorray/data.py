@@ -271,10 +271,10 @@ def _random_crop_box(width: int, height: int, rng: random.Random) -> tuple[float
         if 0 < w <= width and 0 < h <= height:
             left, top = rng.randint(0, width - w), rng.randint(0, height - h)
             return left, top, left + w, top + h
-    return _center_box(width, height)
+    return center_box(width, height)
 
 
-def _center_box(width: int, height: int) -> tuple[float, float, float, float]:
+def center_box(width: int, height: int) -> tuple[float, float, float, float]:
     """The centered square: resizing it to S x S is 'short side to S, then center crop S'."""
     side = min(width, height)
     left, top = (width - side) / 2, (height - side) / 2
@@ -392,7 +392,7 @@ class _ShardStream(IterableDataset):
                 if rng.random() < 0.5:
                     rgb = rgb.flip(2)
             else:
-                rgb = decode_crop(data, self.image_size, _center_box)
+                rgb = decode_crop(data, self.image_size, center_box)
             label = int(sample["cls"]) if "cls" in sample else -1
         except Exception:  # noqa: BLE001 - a bad sample is skipped and counted, never fatal
             errors.count += 1

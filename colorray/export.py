@@ -122,8 +122,9 @@ def read_export(path: str | Path) -> tuple[dict[str, Any], Path]:
     file = find_export(path)
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ExportError(f"{file} is not a colorray generator export: {error}") from None
+    except Exception as error:  # torch's message for foreign pickles runs to many lines: keep its first
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExportError(f"{file} is not a colorray generator export (it does not load as plain data: {reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
         raise ExportError(f"{file} is not a colorray generator export (no '{EXPORT_FORMAT}' header)")
     if payload.get("version", 0) > EXPORT_VERSION:

@@ -55,17 +55,17 @@ def _to_rgb(image: Image.Image) -> DecodedImage:
     alpha = None
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
-        alpha = np.asarray(image.getchannel("A"))
+        alpha = np.array(image.getchannel("A"))
     was_gray = image.mode in ("1", "L", "LA", "I", "I;16", "F")
     if image.mode in ("I", "I;16", "F"):
         array = np.asarray(image, dtype=np.float64)
         span = max(array.max() - array.min(), 1e-9)
         image = Image.fromarray(((array - array.min()) / span * 255).astype(np.uint8))
     try:
-        rgb = np.asarray(image.convert("RGB"))
+        rgb = np.array(image.convert("RGB"))
     except (ValueError, OSError) as error:
         raise ImageError(f"unsupported image mode {image.mode}: {error}") from None
-    return DecodedImage(rgb=np.ascontiguousarray(rgb), alpha=alpha, was_gray=was_gray)
+    return DecodedImage(rgb=rgb, alpha=alpha, was_gray=was_gray)
 
 
 def read_image_file(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:

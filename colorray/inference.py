@@ -37,16 +37,22 @@ class Colorizer:
         """Colorize uint8 RGB arrays (H, W, 3) of any sizes; returns uint8 RGB arrays of the same sizes."""
         if not images:
             return []
-        temperature = self.info.temperature if temperature is None else temperature
         labs = [color.rgb_to_lab(self._to_tensor(image)) for image in images]
         small_L = torch.cat([self._resize_l(lab[:, 0:1]) for lab in labs])
-        ab_norm = predict_ab(self.model, color.normalize_l(small_L), temperature).float()
+        ab_norm = self.predict_ab(color.normalize_l(small_L), temperature)
         results = []
         for lab, ab in zip(labs, ab_norm):
             full_ab = color.resize_ab(color.denormalize_ab(ab[None]), tuple(lab.shape[-2:]))
             rgb = color.lab_to_rgb(torch.cat([lab[:, 0:1], full_ab], dim=1))
             results.append(to_uint8_image(rgb[0]))
         return results
+
+    @torch.inference_mode()
+    def predict_ab(self, L_norm: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """Normalized ab at the resolution of ``L_norm`` (N, 1, H, W), the model run at its own size."""
+        temperature = self.info.temperature if temperature is None else temperature
+        ab = predict_ab(self.model, self._resize_l(L_norm.to(self.device)), temperature).float()
+        return color.resize_ab(ab, tuple(L_norm.shape[-2:]))
 
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +34,6 @@ ACCURACY_THRESHOLDS = (2.5, 5.0, 10.0, 20.0)
 SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 DATA_RANGE = 255.0
-NEAREST_BIN_CHUNK = 65536
 
 
 def _check_pair(pred: torch.Tensor, true: torch.Tensor, channels: int, what: str) -> None:
@@ -155,39 +153,6 @@ def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
     return spread + 0.3 * offset
 
 
-def pixel_rebalance_weights(ab: torch.Tensor, class_weights: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """Weight (N, 1, H, W) of each ab pixel (Lab units): ``class_weights`` of its nearest bin.
-
-    ``class_weights`` (Q,) come from ``color.rebalance_weights``; the nearest
-    bins are found in chunks of pixels to bound memory on large images.
-    """
-    if class_weights.shape != (bins.shape[0],):
-        raise ValueError(f"rebalancing weights must have shape ({bins.shape[0]},), got {tuple(class_weights.shape)}")
-    n, _, h, w = ab.shape
-    pixels = ab.detach().float().permute(1, 0, 2, 3).reshape(1, 2, -1, 1)
-    nearest = [color.nearest_bins(part, bins, 1)[0].flatten() for part in pixels.split(NEAREST_BIN_CHUNK, dim=2)]
-    index = torch.cat(nearest)
-    return class_weights.to(ab.device)[index].reshape(n, 1, h, w)
-
-
-def load_backbone_weights(module: nn.Module, arch: str, pretrained: str, checkpoint_key: Callable[[str], str]) -> None:
-    """Fill every tensor of ``module`` from torchvision's ``arch`` checkpoint (``colorray.weights``).
-
-    ``checkpoint_key`` maps a key of ``module.state_dict()`` to its key in the
-    checkpoint; keys the module does not need are ignored, so a partial file
-    holding only the needed layers works. A missing key raises
-    ``PretrainedWeightsMissing``, never leaving random weights in place.
-    """
-    state = weights.load_state_dict(arch, pretrained)
-    wanted = {key: checkpoint_key(key) for key in module.state_dict()}
-    missing = sorted(source for source in wanted.values() if source not in state)
-    if missing:
-        raise PretrainedWeightsMissing(
-            f"the {arch} weights ({pretrained}) lack {len(missing)} tensors this network needs: {', '.join(missing)}"
-        )
-    module.load_state_dict({key: state[source] for key, source in wanted.items()})
-
-
 class LPIPSMetric(nn.Module):
     """LPIPS v0.1 with AlexNet: the ``lpips`` package's linear heads on real ImageNet AlexNet features.
 
@@ -201,11 +166,12 @@ class LPIPSMetric(nn.Module):
         super().__init__()
         import lpips
 
+        weights.resolve_weights_path("alexnet", pretrained)  # fail before building a throwaway network
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             self.model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
         # LPIPS slices keep torchvision's indices: net.slice2.3.weight is features.3.weight.
-        load_backbone_weights(self.model.net, "alexnet", pretrained, lambda key: "features." + key.split(".", 1)[1])
+        weights.load_into(self.model.net, "alexnet", pretrained, lambda key: "features." + key.split(".", 1)[1])
         self.model.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> LPIPSMetric:
@@ -269,7 +235,7 @@ def image_metrics(
         "auc": ab_auc(pred_ab, true_ab),
     }
     if rebalance is not None:
-        pixel_weights = pixel_rebalance_weights(true_ab, rebalance, color.ab_bins())
+        pixel_weights = color.pixel_rebalance_weights(true_ab, rebalance, color.ab_bins())
         results["auc_rebalanced"] = ab_auc(pred_ab, true_ab, weights=pixel_weights)
     for threshold in ACCURACY_THRESHOLDS:
         results[accuracy_key(threshold)] = accuracy_within(pred_ab, true_ab, threshold)

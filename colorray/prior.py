@@ -21,8 +21,11 @@ from colorray.data import DataError, open_shard_set, val_loader
 _BATCH_SIZE = 8  # the nearest-bin search holds (pixels x bins) distances: keep batches small
 
 
+PRIOR_HELP = "compute one with `python -m colorray.prior SHARDS prior.npy` and set loss.prior"
+
+
 class PriorError(ValueError):
-    """A prior file that is missing or does not match the ab bins."""
+    """A prior that is missing or does not match the ab bins."""
 
 
 def compute_prior(spec: str, limit: int = 0, image_size: int = 64, loader_workers: int = 0) -> torch.Tensor:
@@ -40,22 +43,23 @@ def compute_prior(spec: str, limit: int = 0, image_size: int = 64, loader_worker
     return counts
 
 
-def load_prior(path: str | Path) -> torch.Tensor:
-    """A prior saved by this module, checked against the number of ab bins."""
-    path = Path(path)
-    if not path.is_file():
-        raise PriorError(f"prior file not found: {path}")
-    try:
-        values = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise PriorError(f"prior file {path} is not a .npy array: {error}") from None
+def load_prior(prior: torch.Tensor | np.ndarray | str | Path) -> torch.Tensor:
+    """An ab prior (counts per bin of ``color.ab_bins()``) from a tensor, an array or a .npy file."""
+    if isinstance(prior, (str, Path)):
+        path = Path(prior).expanduser()
+        if not path.is_file():
+            raise PriorError(f"ab prior file not found: {path}; {PRIOR_HELP}")
+        try:
+            prior = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise PriorError(f"ab prior file {path} is not a .npy array: {error}") from None
+    values = torch.as_tensor(prior, dtype=torch.float64)
     expected = color.ab_bins().shape[0]
     if values.shape != (expected,):
-        raise PriorError(f"prior {path} has shape {values.shape}, expected ({expected},): one count per ab bin")
-    prior = torch.from_numpy(values.astype(np.float64))
-    if not torch.isfinite(prior).all() or (prior < 0).any() or prior.sum() <= 0:
-        raise PriorError(f"prior {path} must hold finite non-negative counts with a positive sum")
-    return prior
+        raise PriorError(f"ab prior has shape {tuple(values.shape)}, expected ({expected},): one count per ab bin")
+    if not torch.isfinite(values).all() or (values < 0).any() or values.sum() <= 0:
+        raise PriorError("an ab prior must hold finite non-negative counts with a positive sum")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,10 @@ there. Nothing ever falls back to random weights silently.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
+from torch import nn
 
 TORCHVISION_FILES = {
     "resnet18": "resnet18-f37072fd.pth",
@@ -61,3 +63,30 @@ def load_state_dict(arch: str, pretrained: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise PretrainedWeightsMissing(f"{path} does not hold a state dict")
     return state
+
+
+def load_into(module: nn.Module, arch: str, pretrained: str, source_key: Callable[[str], str] = str) -> None:
+    """Fill ``module`` from ``arch``'s pretrained weights ('imagenet' or a path); 'none' loads nothing.
+
+    ``source_key`` maps each key of ``module.state_dict()`` to its key in the
+    checkpoint; extra checkpoint tensors are ignored, so a partial file holding
+    only the needed layers works. A needed tensor the file lacks, or one of
+    the wrong shape, raises ``ValueError``: random weights are never left in place.
+    """
+    if not isinstance(pretrained, str):
+        raise TypeError(f"pretrained must be 'none', 'imagenet' or a path, got {pretrained!r}")
+    if pretrained == "none":
+        return
+    state = load_state_dict(arch, pretrained)
+    wanted = {key: source_key(key) for key in module.state_dict()}
+    # checkpoints older than BatchNorm's step counter lack num_batches_tracked; torch accepts that
+    missing = sorted(s for k, s in wanted.items() if s not in state and not k.endswith("num_batches_tracked"))
+    if missing:
+        raise ValueError(
+            f"the {arch} weights '{pretrained}' do not fit: they lack {len(missing)} tensors this network "
+            f"needs ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})"
+        )
+    try:
+        module.load_state_dict({k: state[s] for k, s in wanted.items() if s in state}, strict=False)
+    except RuntimeError as error:
+        raise ValueError(f"the {arch} weights '{pretrained}' do not fit: {error}") from None

@@ -11,26 +11,22 @@ family, which fixes how it is called:
 - ``"class"``: ``loss(class_logits, labels)`` with int64 labels, -1 = unlabeled;
 - ``"adversarial"``: ``loss(critic_logits, target_is_real)``.
 
-Also here: ``combined_generator_loss`` (the HASHeD study's objective) and
-``load_prior``, the reader of the ab prior that rebalancing losses take.
+Also here: ``combined_generator_loss`` (the HASHeD study's objective). The
+rebalancing losses read their ab prior with ``colorray.prior.load_prior``.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from colorray.registry import Registry
 
 LOSSES = Registry("loss")
-
-PRIOR_HELP = "compute one with `python -m colorray.prior SHARDS prior.npy` and set loss.prior"
 
 
 def _import_families() -> None:
@@ -81,17 +77,3 @@ def combined_generator_loss(
     return objective + (1.0 - gamma) * perceptual
 
 
-def load_prior(prior: torch.Tensor | np.ndarray | str | Path) -> torch.Tensor:
-    """An ab prior (counts per bin of ``color.ab_bins()``) from a tensor, an array or a .npy file."""
-    if isinstance(prior, (str, Path)):
-        path = Path(prior).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"ab prior file not found: {path}; {PRIOR_HELP}")
-        try:
-            prior = np.load(path, allow_pickle=False)
-        except ValueError as error:
-            raise ValueError(f"ab prior file {path} is not a .npy array: {error}") from None
-    prior = torch.as_tensor(prior, dtype=torch.float64)
-    if prior.ndim != 1 or (prior < 0).any() or not torch.isfinite(prior).all():
-        raise ValueError(f"an ab prior must be a 1-D array of non-negative counts, got shape {tuple(prior.shape)}")
-    return prior

@@ -18,10 +18,9 @@ import torch
 from torch import nn
 from torchvision.models import vgg
 
-from colorray import color
+from colorray import color, weights
 from colorray.losses import LOSSES
 from colorray.losses.pixel import ERRORS, PixelLoss
-from colorray.metrics import load_backbone_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,7 +51,7 @@ class VGG19Features(nn.Module):
             raise ValueError(f"perceptual layers must be a non-empty list of {', '.join(known)}; got {list(layers)}")
         self.taps = {known[name] for name in layers}
         self.body = vgg.make_layers(vgg.cfgs["E"])[: max(self.taps) + 1]
-        load_backbone_weights(self.body, "vgg19", pretrained, lambda key: "features." + key)
+        weights.load_into(self.body, "vgg19", pretrained, lambda key: "features." + key)
         self.body.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> VGG19Features:

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from colorray import color
-from colorray.losses import LOSSES, PRIOR_HELP, load_prior
-from colorray.metrics import pixel_rebalance_weights
+from colorray.losses import LOSSES
+from colorray.prior import PRIOR_HELP, load_prior
 
 ERRORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": lambda pred, true: (pred - true).abs(),
@@ -69,7 +69,7 @@ class ColorWeightedLoss(PixelLoss):
 
     def compute(self, pred_ab: torch.Tensor, true_ab: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
         bins = self.bins.to(true_ab.device)
-        weight = pixel_rebalance_weights(color.denormalize_ab(true_ab), self.class_weights, bins)
+        weight = color.pixel_rebalance_weights(color.denormalize_ab(true_ab), self.class_weights, bins)
         return (weight * self.error(pred_ab, true_ab).mean(1, keepdim=True)).mean()
 
 

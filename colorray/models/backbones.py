@@ -1,6 +1,6 @@
 """Torchvision backbones (ResNet-18/34, VGG-19) adapted to one-channel L input.
 
-Pretrained weights come only through ``colorray.weights.load_state_dict``
+Pretrained weights come only through ``colorray.weights.load_into``
 (``pretrained="none"|"imagenet"|PATH``): they are loaded into the RGB layers
 first and the first conv is then collapsed to one channel by summing its RGB
 filters, which keeps its response to a gray image unchanged.
@@ -34,20 +34,6 @@ def one_channel_conv(conv: nn.Conv2d) -> nn.Conv2d:
     return gray
 
 
-def load_pretrained(module: nn.Module, arch: str, pretrained: str, prefix: str = "") -> None:
-    """Load ``arch``'s weights ('imagenet' or a path) into ``module`` by name; 'none' loads nothing."""
-    if not isinstance(pretrained, str):
-        raise TypeError(f"pretrained must be 'none', 'imagenet' or a path, got {pretrained!r}")
-    if pretrained == "none":
-        return
-    state = weights.load_state_dict(arch, pretrained)
-    picked = {name: state[prefix + name] for name in module.state_dict() if prefix + name in state}
-    try:
-        module.load_state_dict(picked)
-    except RuntimeError as error:
-        raise ValueError(f"the {arch} weights '{pretrained}' do not fit colorray's {arch}: {error}") from error
-
-
 class ResNetEncoder(nn.Module):
     """A torchvision ResNet's stem and first ``num_stages`` stages on one-channel input.
 
@@ -67,7 +53,7 @@ class ResNetEncoder(nn.Module):
         self.num_stages = num_stages
         for index in range(1, num_stages + 1):
             setattr(self, f"layer{index}", getattr(resnet, f"layer{index}"))
-        load_pretrained(self, f"resnet{depth}", pretrained)
+        weights.load_into(self, f"resnet{depth}", pretrained)
         self.conv1 = one_channel_conv(self.conv1)
         self.channels = (1, 64, *RESNET_STAGE_CHANNELS[:num_stages])
 
@@ -84,6 +70,6 @@ class ResNetEncoder(nn.Module):
 def vgg19_trunk(pretrained: str = "none") -> nn.Sequential:
     """VGG-19's convolutional features up to relu4_4 (512 channels, 1/8 resolution) on one-channel input."""
     trunk = make_vgg_layers(vgg_configs["E"])[:VGG19_RELU4_4]
-    load_pretrained(trunk, "vgg19", pretrained, prefix="features.")
+    weights.load_into(trunk, "vgg19", pretrained, lambda key: "features." + key)
     trunk[0] = one_channel_conv(trunk[0])
     return trunk
