@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from colorray import cli
 from colorray.export import ExportError
 from colorray.images import ImageError, encode_image, read_image_file
 from colorray.inference import Colorizer
@@ -90,7 +91,7 @@ def colorize_all(colorizer: Colorizer, jobs: list[Job], fmt: str, temperature: f
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m colorray.colorize", description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(prog="python -m colorray.colorize", description=__doc__.splitlines()[0])
     p.add_argument("model", help="export file, Tune best/ folder, checkpoint or run folder")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")
@@ -118,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         done, skipped = run(args)
     except (ColorizeError, ExportError, OSError) as error:
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return cli.fail(error)
     print(f"colorized {done} images into {args.out}; skipped {len(skipped)} unreadable")
     return 0
 

@@ -31,12 +31,25 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from colorray import color
-from colorray.data import DataError, ShardSet, center_box, decode_crop, open_shard_set, val_loader
+from colorray import cli, color
+from colorray.data import (
+    DataError,
+    ShardSet,
+    center_box,
+    decode_crop,
+    open_shard_set,
+    val_loader,
+)
 from colorray.export import ExportError
 from colorray.images import ImageError, decode_image
 from colorray.inference import Colorizer, to_uint8_image
-from colorray.metrics import ACCURACY_THRESHOLDS, accuracy_key, image_metrics, load_lpips_or_none, summarize
+from colorray.metrics import (
+    ACCURACY_THRESHOLDS,
+    accuracy_key,
+    image_metrics,
+    load_lpips_or_none,
+    summarize,
+)
 from colorray.prior import PriorError, load_prior
 from colorray.shards import is_grayscale, list_sources
 
@@ -574,7 +587,7 @@ def evaluate(args: argparse.Namespace) -> tuple[Report, Path]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m colorray.evaluate", description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(prog="python -m colorray.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", required=True,
                    help="export file, Tune best/ folder, checkpoint or run folder (repeat for several models)")
     p.add_argument("--data", required=True, help="val shards (folder, dataset root, brace pattern, URL) "
@@ -596,8 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report, out = evaluate(args)
     except (EvaluateError, ExportError, DataError, PriorError, OSError) as error:
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return cli.fail(error)
     print(f"{report.headline()}\n\n{markdown_table(report.summary)}\n\nwrote {out}")
     return 0
 

@@ -8,14 +8,13 @@ turn it into weights with ``colorray.color.rebalance_weights(prior, bins)``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from colorray import color
+from colorray import cli, color
 from colorray.data import DataError, open_shard_set, val_loader
 
 _BATCH_SIZE = 8  # the nearest-bin search holds (pixels x bins) distances: keep batches small
@@ -63,7 +62,7 @@ def load_prior(prior: torch.Tensor | np.ndarray | str | Path) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m colorray.prior", description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(prog="python -m colorray.prior", description=__doc__.splitlines()[0])
     parser.add_argument("shards", help="shard folder, dataset root, brace pattern or URL")
     parser.add_argument("out", help="output .npy file of counts per ab bin")
     parser.add_argument("--limit", type=int, default=0, help="use the first N images (0: all)")
@@ -72,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     if out.suffix != ".npy":
-        print(f"error: output file must end in .npy, got {out}", file=sys.stderr)
-        return 2
+        return cli.fail(f"output file must end in .npy, got {out}")
     try:
         if args.limit < 0:
             raise DataError(f"--limit must be >= 0, got {args.limit}")
@@ -81,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, prior.numpy())
     except (DataError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return cli.fail(error)
     print(f"wrote {out}: {int(prior.sum())} pixels over {prior.shape[0]} ab bins ({int((prior > 0).sum())} used)")
     return 0
 

@@ -35,7 +35,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+from colorray import cli
+from colorray.images import IMAGE_SUFFIXES
+
 SPLITS = ("train", "val")
 SKIP_REASONS = ("grayscale", "unreadable")
 _FORMAT_EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
@@ -461,7 +463,7 @@ def write_shards(
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m colorray.shards",
         description="Write an image folder (ImageNet class folders or any folder) as WebDataset shards.",
     )
@@ -492,11 +494,9 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
         )
     except ShardError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return cli.fail(error)
     except KeyboardInterrupt:
-        print("error: interrupted; no shards were kept", file=sys.stderr)
-        return 130
+        return cli.fail("interrupted; no shards were kept", code=130)
     splits = ", ".join(f"{name}: {s['samples']} samples in {s['shards']} shards" for name, s in summary["splits"].items())
     skipped = ", ".join(f"{n} {reason}" for reason, n in summary["skipped_counts"].items())
     print(f"wrote {args.out} ({splits}; skipped {skipped})")

@@ -15,14 +15,13 @@ import sys
 import tempfile
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import ray
 import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
-from colorray import checkpoints, color, preflight
+from colorray import checkpoints, cli, color, preflight
 from colorray.config import TrainConfig, config_from_dict, config_to_dict, dump_config
 from colorray.data import resolve_data, train_loader, val_loader
 from colorray.export import unwrap
@@ -200,7 +199,7 @@ def connect_ray() -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m colorray.train",
         description="Train a colorization model on Ray Train. Without arguments: the default small "
         "model on the embedded smoke dataset, on this machine's CPUs.",
@@ -224,15 +223,13 @@ def main(argv: list[str] | None = None) -> int:
         connect_ray()
         preflight.check_cluster(config)
     except preflight.PREFLIGHT_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return cli.fail(error)
     print(f"colorray.train: {preflight.describe_data(config)}\n--- config ---\n{dump_config(config)}--------------")
     checkpoints.save_run_config(config)
     try:
         result = build_trainer(config).fit()
     except ray.train.TrainingFailedError as error:
-        print(f"error: training failed: {error}", file=sys.stderr)
-        return 1
+        return cli.fail(f"training failed: {error}", code=1)
     print(checkpoints.finish(config, result))
     return 0
 
