@@ -87,7 +87,7 @@ class ScalingSettings:
 class RunSettings:
     name: str = ""  # empty: colorray-<model>-<timestamp>
     storage_path: str = "runs"  # local folder, NFS path or s3:// URI
-    epochs: int = 3
+    epochs: int = 8
     seed: int = 0
     amp: bool = False  # bf16 autocast on GPU
     channels_last: bool = False

@@ -48,6 +48,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
     schedulers = {name: build_scheduler(opt, config.optim, steps_per_epoch, epochs_for(config, name))
                   for name, opt in optimizers.items()}
     position = checkpoints.restore(ray.train.get_checkpoint(), models, optimizers, schedulers)
+    space = models["generator"].output_space
     models = {name: ray.train.torch.prepare_model(model) for name, model in models.items()}
     objective = Objective(config, prior, device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.run.amp and device.type == "cuda" else nullcontext()
@@ -63,8 +64,9 @@ def train_loop_per_worker(config_dict: dict) -> None:
             if epoch == position.epoch and batch_index < position.batches_done:
                 continue
             checkpoints.fail_once_if_asked(config, rank, step)
-            L, ab = color.rgb_to_model_inputs(batch["rgb"].to(device, non_blocking=True))
-            target = ab if unwrap(models["generator"]).output_space != "rgb" else batch["rgb"].to(device).float() / 255
+            rgb = batch["rgb"].to(device, non_blocking=True)
+            L, ab = color.rgb_to_model_inputs(rgb)
+            target = rgb.float() / 255 if space == "rgb" else ab
             labels = batch["label"].to(device)
             if config.run.channels_last:
                 L = L.contiguous(memory_format=torch.channels_last)
