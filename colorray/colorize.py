@@ -13,72 +13,36 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from colorray import cli
 from colorray.export import ExportError
-from colorray.images import ImageError, encode_image, read_image_file
+from colorray.images import (
+    FORMAT_SUFFIXES,
+    ImageError,
+    ImageJob,
+    InputError,
+    encode_image,
+    plan_outputs,
+    read_image_file,
+)
 from colorray.inference import Colorizer
-from colorray.shards import list_sources
-
-FORMATS = ("png", "jpeg")
-SUFFIXES = {"png": ".png", "jpeg": ".jpg"}
 
 
 class ColorizeError(ValueError):
     """Bad input to ``colorize``: the message names the problem."""
 
 
-@dataclass(frozen=True)
-class Job:
-    source: Path
-    target: Path
-
-
-def jobs_for(inputs: list[str], out: Path, fmt: str) -> list[Job]:
-    """One job per image: a file input to ``out/<name>``, a folder input to ``out/<folder>/<relative path>``."""
-    jobs = []
-    for given in inputs:
-        path = Path(given).expanduser()
-        if not path.exists():
-            raise ColorizeError(f"input not found: {given}")
-        if path.is_dir():
-            sources, _ = list_sources(path, labels=False)
-            if not sources:
-                raise ColorizeError(f"no images (.jpg, .png, ...) under {given}")
-            base = out / path.resolve().name
-            jobs += [Job(Path(s.path), (base / s.relative).with_suffix(SUFFIXES[fmt])) for s in sources]
-        else:
-            jobs.append(Job(path, (out / path.name).with_suffix(SUFFIXES[fmt])))
-    check_targets(jobs)
-    return jobs
-
-
-def check_targets(jobs: list[Job]) -> None:
-    """No two inputs may write the same output, and no output may replace an input."""
-    seen: dict[Path, Path] = {}
-    sources = {job.source.resolve() for job in jobs}
-    for job in jobs:
-        target = job.target.resolve()
-        if target in sources:
-            raise ColorizeError(f"output {job.target} would overwrite the input image of that name: "
-                                "choose another --out")
-        if target in seen:
-            raise ColorizeError(f"inputs {seen[target]} and {job.source} would both be written to {job.target}")
-        seen[target] = job.source
-
-
-def colorize_file(colorizer: Colorizer, job: Job, fmt: str, temperature: float | None) -> None:
+def colorize_file(colorizer: Colorizer, job: ImageJob, fmt: str, temperature: float | None) -> None:
     decoded = read_image_file(job.source)
     colored = colorizer.colorize([decoded.rgb], temperature)[0]
     job.target.parent.mkdir(parents=True, exist_ok=True)
     job.target.write_bytes(encode_image(colored, fmt, alpha=decoded.alpha))
 
 
-def colorize_all(colorizer: Colorizer, jobs: list[Job], fmt: str, temperature: float | None) -> list[str]:
+def colorize_all(colorizer: Colorizer, jobs: list[ImageJob], fmt: str, temperature: float | None) -> list[str]:
     """Colorize every job; returns the messages of the images skipped as unreadable."""
     skipped = []
     for job in tqdm(jobs, unit="img", desc="colorize", disable=None):
@@ -96,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--temperature", type=float, default=None, help="annealed-mean temperature of bins models")
-    p.add_argument("--format", choices=FORMATS, default="png", help="output format (png keeps alpha)")
+    p.add_argument("--format", choices=sorted(FORMAT_SUFFIXES), default="png", help="output format (png keeps alpha)")
     p.add_argument("--size", type=int, default=None, help="model input size (default: its training size)")
     return p
 
@@ -106,7 +70,7 @@ def run(args: argparse.Namespace) -> tuple[int, list[str]]:
         raise ColorizeError(f"--size must be at least 8, got {args.size}")
     if args.temperature is not None and args.temperature < 0:
         raise ColorizeError(f"--temperature must be >= 0, got {args.temperature}")
-    jobs = jobs_for(args.inputs, Path(args.out), args.format)
+    jobs = plan_outputs(args.inputs, Path(args.out), args.format)
     colorizer = Colorizer.from_path(args.model, size=args.size)
     skipped = colorize_all(colorizer, jobs, args.format, args.temperature)
     if len(skipped) == len(jobs):
@@ -118,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         done, skipped = run(args)
-    except (ColorizeError, ExportError, OSError) as error:
+    except (ColorizeError, InputError, ExportError, OSError) as error:
         return cli.fail(error)
     print(f"colorized {done} images into {args.out}; skipped {len(skipped)} unreadable")
     return 0

@@ -9,8 +9,10 @@ an ``ImageError`` that says what is wrong.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 DEFAULT_MAX_PIXELS = 40_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
+FORMAT_SUFFIXES = {"png": ".png", "jpeg": ".jpg"}  # the formats the colorize and client commands write
 
 
 class ImageError(ValueError):
@@ -44,8 +47,10 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
             image.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"not a readable image: {error}") from None
+    except UnidentifiedImageError:
+        raise ImageError("not a readable image: no image format recognized in the data") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(f"image refused as a decompression bomb: {error}") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"truncated or corrupt image: {error}") from None
     return _to_rgb(ImageOps.exif_transpose(image))
@@ -81,10 +86,67 @@ def encode_image(rgb: np.ndarray, fmt: str = "png", alpha: np.ndarray | None = N
     if alpha is not None and fmt in ("png", "webp"):
         image.putalpha(Image.fromarray(alpha))
     buffer = io.BytesIO()
-    options = {"quality": quality} if OUTPUT_FORMATS[fmt] in ("JPEG", "WEBP") else {}
+    # PNG at compress level 1: a 1920x1080 result encodes ~4x faster for ~10% more bytes
+    options = {"quality": quality} if OUTPUT_FORMATS[fmt] in ("JPEG", "WEBP") else {"compress_level": 1}
     image.save(buffer, format=OUTPUT_FORMATS[fmt], **options)
     return buffer.getvalue()
 
 
 def media_type(fmt: str) -> str:
     return {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}[fmt.lower()]
+
+
+class InputError(ValueError):
+    """Input paths that cannot be planned into output files (missing, empty folder, clashing outputs)."""
+
+
+@dataclass
+class ImageJob:
+    source: Path
+    target: Path
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Every image file under ``folder`` (recursive, following links, hidden entries skipped), sorted."""
+    found = []
+    for parent, subfolders, files in os.walk(folder, followlinks=True):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        found.extend(Path(parent) / name for name in sorted(files)
+                     if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."))
+    return found
+
+
+def plan_outputs(inputs: list[str], out: Path, fmt: str) -> list[ImageJob]:
+    """One job per input image: a file to ``out/<name>``, a folder to ``out/<folder>/<relative path>``.
+
+    The suffix follows ``fmt``. Missing inputs, folders without images, two inputs
+    writing one output, and an output replacing an input raise ``InputError``.
+    """
+    suffix = FORMAT_SUFFIXES[fmt]
+    jobs = []
+    for given in inputs:
+        path = Path(given).expanduser()
+        if not path.exists():
+            raise InputError(f"input not found: {given}")
+        if path.is_dir():
+            images = find_images(path)
+            if not images:
+                raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {given}")
+            base = out / path.resolve().name
+            jobs += [ImageJob(image, (base / image.relative_to(path)).with_suffix(suffix)) for image in images]
+        else:
+            jobs.append(ImageJob(path, (out / path.name).with_suffix(suffix)))
+    _check_targets(jobs)
+    return jobs
+
+
+def _check_targets(jobs: list[ImageJob]) -> None:
+    seen: dict[Path, Path] = {}
+    sources = {job.source.resolve() for job in jobs}
+    for job in jobs:
+        target = job.target.resolve()
+        if target in sources:
+            raise InputError(f"output {job.target} would overwrite the input image of that name: choose another --out")
+        if target in seen:
+            raise InputError(f"inputs {seen[target]} and {job.source} would both be written to {job.target}")
+        seen[target] = job.source

@@ -36,7 +36,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from colorray import cli
-from colorray.images import IMAGE_SUFFIXES
+from colorray.images import IMAGE_SUFFIXES, find_images
 
 SPLITS = ("train", "val")
 SKIP_REASONS = ("grayscale", "unreadable")
@@ -103,18 +103,6 @@ class _Skipped(Exception):
 # --- Sources ----------------------------------------------------------------------
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
-def _find_images(src: Path) -> list[Path]:
-    found = []
-    for folder, subfolders, files in os.walk(src, followlinks=True):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        found.extend(Path(folder) / name for name in sorted(files) if _is_image(Path(name)))
-    return found
-
-
 def _sample_key(relative: Path) -> str:
     """A tar-safe key from a relative path: no dots (webdataset splits there), no slashes."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", relative.with_suffix("").as_posix())
@@ -122,7 +110,7 @@ def _sample_key(relative: Path) -> str:
 
 def list_sources(src: Path, labels: bool = True) -> tuple[list[Source], dict[str, int]]:
     """Every image under ``src`` with a unique stable key; labeled when it is a ``class/image`` tree."""
-    images = _find_images(src)
+    images = find_images(src)
     relatives = [image.relative_to(src) for image in images]
     labeled = labels and bool(relatives) and all(len(r.parts) == 2 for r in relatives)
     classes = {name: i for i, name in enumerate(sorted({r.parts[0] for r in relatives}))} if labeled else {}

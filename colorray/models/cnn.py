@@ -6,7 +6,13 @@ import torch
 from torch import nn
 
 from colorray.models import MODELS
-from colorray.models.layers import check_channels, conv_bn_relu, crop_to, pad_to_multiple, upsample
+from colorray.models.layers import (
+    check_channels,
+    conv_bn_relu,
+    crop_to,
+    pad_to_multiple,
+    upsample,
+)
 
 
 class EncoderDecoderCNN(nn.Module):

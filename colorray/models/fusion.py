@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from colorray.models import MODELS
-from colorray.models.layers import check_channels, conv_bn_relu, crop_to, pad_to_multiple, scaled, upsample
+from colorray.models.layers import (
+    check_channels,
+    conv_bn_relu,
+    crop_to,
+    pad_to_multiple,
+    scaled,
+    upsample,
+)
 
 FUSION_STRIDE = 8
 GLOBAL_INPUT_SIZE = 224

@@ -12,7 +12,13 @@ from torch import nn
 
 from colorray.models import MODELS
 from colorray.models.backbones import ResNetEncoder
-from colorray.models.layers import check_channels, conv_bn_relu, crop_to, pad_to_multiple, upsample
+from colorray.models.layers import (
+    check_channels,
+    conv_bn_relu,
+    crop_to,
+    pad_to_multiple,
+    upsample,
+)
 
 TRUNK_STAGES = 2
 TRUNK_STRIDE = 8

@@ -1,0 +1,116 @@
+"""Quick local start of the colorization service: ``python -m colorray.serve --model PATH``.
+
+Checks the model and the port, then joins the Ray cluster named by
+``RAY_ADDRESS`` or starts a local one (stopped again on exit), starts Serve's
+HTTP proxy on ``--host``/``--port`` (127.0.0.1:8000 by default; a Serve already
+running on a joined cluster keeps its own), deploys ``colorray.serving`` as the
+application ``colorray`` and blocks until Ctrl-C or SIGTERM; on a joined
+cluster it then deletes only that application. For lasting deployments use
+``serve deploy serve/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import threading
+
+from colorray import cli
+from colorray.export import ExportError, read_export
+from colorray.images import DEFAULT_MAX_PIXELS
+from colorray.serving import DEFAULT_MAX_BYTES, ServeSettings, SettingsError, build_app
+
+APP_NAME = "colorray"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = cli.ArgumentParser(prog="python -m colorray.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="export file, Tune best/ folder, checkpoint or run folder")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--batch-wait-timeout-s", type=float, default=0.01)
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per replica (torch threads)")
+    parser.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per replica")
+    return parser.parse_args(argv)
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise SettingsError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+
+def settings_from(args: argparse.Namespace) -> ServeSettings:
+    settings = ServeSettings.from_args(
+        {
+            "model": args.model,
+            "device": args.device,
+            "max_batch_size": args.max_batch_size,
+            "batch_wait_timeout_s": args.batch_wait_timeout_s,
+            "max_pixels": args.max_pixels,
+            "max_bytes": args.max_bytes,
+        }
+    )
+    if args.replicas < 1:
+        raise SettingsError(f"--replicas must be >= 1, got {args.replicas}")
+    read_export(settings.model)
+    check_port_free(args.host, args.port)
+    return settings
+
+
+def wait_for_stop_signal() -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+
+
+def serve_until_stopped(args: argparse.Namespace, settings: ServeSettings) -> None:
+    """Deploy, wait for a stop signal, then remove what this command started."""
+    import ray
+    from ray import serve
+
+    joined_cluster = bool(os.environ.get("RAY_ADDRESS"))
+    ray.init(log_to_driver=False)
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        application = build_app(
+            settings,
+            num_replicas=args.replicas,
+            ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
+        )
+        serve.run(application, name=APP_NAME, route_prefix="/")
+        print(f"colorray is serving {settings.model} at http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+        wait_for_stop_signal()
+    finally:
+        if joined_cluster:
+            serve.delete(APP_NAME)
+        ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except (SettingsError, ExportError) as error:
+        return cli.fail(error)
+    try:
+        serve_until_stopped(args, settings)
+    except RuntimeError as error:
+        return cli.fail(error, code=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

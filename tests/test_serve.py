@@ -1,0 +1,422 @@
+"""Ray Serve app tests: serve/config.yaml deployed on a real local cluster, driven over real HTTP.
+
+One module-scoped deployment (through the dashboard's Serve REST API, as
+``serve deploy`` does) serves every test: round trips, bad inputs, batching,
+the model swap through ``user_config``, the HTML page in headless Chromium and
+the ``colorray.client`` CLI. The settings and query checks at the top need no
+cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import itertools
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+import yaml
+from PIL import Image
+from skimage import data
+
+from colorray import color
+from colorray.export import save_generator
+from colorray.models import create_model
+from colorray.serving import SERVICE_NAME, BadInput, ServeSettings, SettingsError, build_app, parse_query
+from conftest import free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).parents[1]
+CONFIG_FILE = ROOT / "serve" / "config.yaml"
+CHROMIUM = Path("/usr/bin/chromium")
+LIMIT_PIXELS = 1_000_000
+LIMIT_BYTES = 1_000_000
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def color_photo() -> Image.Image:
+    return Image.fromarray(data.astronaut()).resize((203, 301))
+
+
+def gray_photo() -> Image.Image:
+    return Image.fromarray(data.camera()).resize((203, 301))
+
+
+def lightness(rgb: np.ndarray) -> torch.Tensor:
+    return color.rgb_to_lab(torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None])[0, 0]
+
+
+# --- settings and query checks (no cluster) ---
+
+
+def test_settings_reject_unknown_and_out_of_range_keys():
+    with pytest.raises(SettingsError, match="max_batch: Extra inputs"):
+        ServeSettings.from_args({"model": "m", "max_batch": 4})
+    with pytest.raises(SettingsError, match="max_batch_size: .*greater than or equal to 1"):
+        ServeSettings.from_args({"model": "m", "max_batch_size": 0})
+    with pytest.raises(SettingsError, match="model: Field required"):
+        ServeSettings.from_args({})
+    assert ServeSettings(model="a").merged({"max_batch_size": 3}).max_batch_size == 3
+
+
+@pytest.mark.parametrize("source", ["serve/config.yaml", "cluster/rayservice.yaml"])
+def test_config_files_fit_the_serve_schema_and_our_settings(source):
+    from ray.serve.schema import ServeDeploySchema
+
+    document = yaml.safe_load((ROOT / source).read_text())
+    config = yaml.safe_load(document["spec"]["serveConfigV2"]) if document.get("kind") == "RayService" else document
+    application = ServeDeploySchema.model_validate(config).applications[0]
+    assert application.import_path == "colorray.serving:app"
+    ServeSettings.from_args(application.args)
+    deployment = application.deployments[0]
+    assert deployment.name == SERVICE_NAME
+    assert deployment.max_ongoing_requests >= application.args["max_batch_size"]
+
+
+def test_build_app_keeps_max_ongoing_requests_at_least_max_batch_size():
+    with pytest.raises(SettingsError, match=r"max_ongoing_requests \(4\) must be >= max_batch_size \(8\)"):
+        build_app(ServeSettings(model="m", max_batch_size=8), max_ongoing_requests=4)
+
+
+@pytest.mark.parametrize(
+    "query, space, message",
+    [
+        ({"temperature": "1.5"}, "bins", "temperature must be in 0..1, got 1.5"),
+        ({"temperature": "hot"}, "bins", "temperature must be a number in 0..1, got 'hot'"),
+        ({"temperature": "nan"}, "bins", "temperature must be in 0..1"),
+        ({"temperature": "0.3"}, "ab", "temperature applies only to classification models"),
+        ({"format": "gif"}, "ab", "format must be one of png, jpeg, got 'gif'"),
+        ({"fmt": "png"}, "ab", "unknown query parameter 'fmt'"),
+    ],
+)
+def test_bad_query_values_are_named(query, space, message):
+    with pytest.raises(BadInput, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_query(query, space)
+
+
+def test_good_query_values_parse():
+    assert parse_query({}, "ab") == ("png", None)
+    assert parse_query({"format": "JPEG", "temperature": "0"}, "bins") == ("jpeg", 0.0)
+
+
+# --- the deployed app ---
+
+
+class Service:
+    def __init__(self, url: str, config: dict, client):
+        self.url = url
+        self.config = config
+        self.client = client
+
+    def info(self) -> dict:
+        return requests.get(f"{self.url}/info", timeout=10).json()
+
+    def colorize(self, body: bytes, **params) -> requests.Response:
+        return requests.post(f"{self.url}/colorize", data=body, params=params, timeout=60)
+
+    def deploy(self, user_config: dict) -> None:
+        config = copy.deepcopy(self.config)
+        config["applications"][0]["deployments"][0]["user_config"] = user_config
+        self.client.deploy_applications(config)
+
+    def wait_for_info(self, check, timeout: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException, ValueError):
+                response = requests.get(f"{self.url}/info", timeout=5)
+                if response.ok and check(response.json()):
+                    return response.json()
+            time.sleep(0.2)
+        raise TimeoutError(f"the service at {self.url} did not reach the expected state in {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """A cnn export inside a run folder's best/ and an eccv16 (bins) export file, random weights."""
+    root = tmp_path_factory.mktemp("exports")
+    torch.manual_seed(0)
+    save_generator(root / "run" / "best" / "generator.pt", create_model("cnn", width=8), 64, {"val/psnr": 21.5})
+    save_generator(root / "eccv16.pt", create_model("eccv16", width=0.125), 64, {"val/psnr": 20.0})
+    return {"cnn": root / "run", "eccv16": root / "eccv16.pt"}
+
+
+def config_for_test(port: int, model: Path) -> dict:
+    """serve/config.yaml with the test's model, port, one replica and small limits."""
+    config = yaml.safe_load(CONFIG_FILE.read_text())
+    config["http_options"] = {"host": "127.0.0.1", "port": port}
+    application = config["applications"][0]
+    application["args"].update(
+        model=str(model), batch_wait_timeout_s=0.1, max_pixels=LIMIT_PIXELS, max_bytes=LIMIT_BYTES
+    )
+    deployment = application["deployments"][0]
+    deployment.pop("autoscaling_config")
+    deployment.update(num_replicas=1, max_ongoing_requests=32)
+    return config
+
+
+@pytest.fixture(scope="module")
+def service(ray_cluster, exports):
+    from ray import serve
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    config = config_for_test(port, exports["cnn"])
+    running = Service(f"http://127.0.0.1:{port}", config, ServeSubmissionClient(ray_cluster.dashboard_url))
+    running.client.deploy_applications(config)
+    try:
+        running.wait_for_info(lambda info: info["model"] == "cnn", timeout=90)
+        yield running
+    finally:
+        serve.shutdown()
+
+
+@pytest.mark.parametrize("photo", [color_photo, gray_photo], ids=["color", "gray"])
+@pytest.mark.parametrize("upload", ["raw", "multipart"])
+def test_round_trip_keeps_size_and_lightness(service, photo, upload):
+    image = photo()
+    body = encode(image)
+    if upload == "raw":
+        response = service.colorize(body)
+    else:
+        response = requests.post(f"{service.url}/colorize", files={"image": ("photo.png", body)}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    result = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+    source = np.asarray(image.convert("RGB"))
+    assert result.shape == source.shape == (301, 203, 3)
+    difference = (lightness(result) - lightness(source)).abs()
+    assert difference.max() < 2.0 and difference.mean() < 0.5
+
+
+def test_jpeg_output_and_alpha_kept_in_png(service):
+    rgba = np.dstack([np.asarray(color_photo()), np.tile(np.linspace(0, 255, 203).astype(np.uint8), (301, 1))])
+    body = encode(Image.fromarray(rgba, "RGBA"))
+    png = service.colorize(body)
+    assert png.status_code == 200
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png.content)))[..., 3], rgba[..., 3])
+    jpeg = service.colorize(body, format="jpeg")
+    assert jpeg.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(jpeg.content)).size == (203, 301)
+
+
+def test_exif_orientation_is_respected(service):
+    image = color_photo()
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    response = service.colorize(encode(image, "JPEG", exif=exif.tobytes()))
+    assert Image.open(io.BytesIO(response.content)).size == (301, 203)
+
+
+def bad_requests() -> list:
+    photo = encode(color_photo())
+    bomb = encode(Image.new("L", (1200, 1000)))
+    noise = encode(Image.fromarray(np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8)))
+    chunks = (noise[start : start + 65536] for start in range(0, len(noise), 65536))
+    cases = [
+        ("empty", {"data": b""}, 400, "empty image"),
+        ("not an image", {"data": b"hello, not a photo"}, 400, "not a readable image"),
+        ("truncated", {"data": photo[: len(photo) // 2]}, 400, "truncated"),
+        ("wrong form field", {"files": {"photo": ("a.png", photo)}}, 400, "no 'image' field (fields sent: 'photo')"),
+        ("text form field", {"data": {"image": "x"}, "files": {"other": ("b", b"1")}}, 400, "must be a file upload"),
+        ("too many pixels", {"data": bomb}, 400, f"over the limit of {LIMIT_PIXELS}"),
+        ("too many bytes", {"data": noise}, 413, f"over the limit of {LIMIT_BYTES}"),
+        ("too many bytes, chunked", {"data": chunks}, 413, f"over the limit of {LIMIT_BYTES} bytes"),
+        ("bad format", {"data": photo, "params": {"format": "gif"}}, 400, "format must be one of png, jpeg"),
+        ("temperature on ab model", {"data": photo, "params": {"temperature": "0.5"}}, 400, "only to classification"),
+        ("unknown parameter", {"data": photo, "params": {"size": "64"}}, 400, "unknown query parameter 'size'"),
+    ]
+    return [pytest.param(*case[1:], id=case[0]) for case in cases]
+
+
+@pytest.mark.parametrize("request_options, status, message", bad_requests())
+def test_bad_input_gets_json_4xx_and_service_keeps_serving(service, request_options, status, message):
+    response = requests.post(f"{service.url}/colorize", timeout=60, **request_options)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    assert service.colorize(encode(gray_photo())).status_code == 200
+
+
+def test_unknown_route_is_json_404(service):
+    response = requests.get(f"{service.url}/nope", timeout=10)
+    assert response.status_code == 404 and response.json() == {"error": "no route GET /nope"}
+
+
+def test_concurrent_requests_are_batched(service):
+    before = service.info()["counters"]
+    body = encode(color_photo(), "JPEG")
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda _: service.colorize(body).status_code, range(16)))
+    after = service.info()["counters"]
+    assert statuses == [200] * 16
+    assert after["colorized"] - before["colorized"] == 16
+    assert after["batches"] - before["batches"] < 16
+    assert after["largest_batch"] > 1
+
+
+def test_healthz_and_info(service, exports):
+    assert requests.get(f"{service.url}/healthz", timeout=10).json() == {"status": "ok", "model": "cnn"}
+    info = service.info()
+    assert info["source"] == str(exports["cnn"] / "best" / "generator.pt")
+    assert info["options"] == {"width": 8} and info["metrics"] == {"val/psnr": 21.5}
+    assert info["output_space"] == "ab" and info["image_size"] == 64 and info["created"]
+    assert info["settings"]["max_batch_size"] == 8 and info["settings"]["max_bytes"] == LIMIT_BYTES
+    assert set(info["counters"]) == {"requests", "rejected", "colorized", "batches", "largest_batch", "mean_batch_size"}
+
+
+def test_client_cli_round_trip(service, tmp_path):
+    inputs = tmp_path / "in"
+    (inputs / "nested").mkdir(parents=True)
+    color_photo().save(inputs / "astronaut.jpg")
+    gray_photo().save(inputs / "nested" / "camera.png")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "colorray.client", str(inputs), "--url", service.url, "--out", str(out)]
+    options = ["--concurrency", "2", "--format", "jpeg"]
+    done = subprocess.run([*command, *options], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    results = out / "in"  # a folder input keeps its name and structure, as colorize does
+    assert Image.open(results / "astronaut.jpg").size == Image.open(results / "nested" / "camera.jpg").size == (203, 301)
+    (inputs / "broken.png").write_bytes(b"not a png")
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "broken.png: not a readable image" in refused.stderr
+
+
+def test_client_cli_errors(tmp_path):
+    command = [sys.executable, "-m", "colorray.client", "--out", str(tmp_path / "out")]
+    missing = subprocess.run([*command, str(tmp_path / "missing.jpg")], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: input not found")
+    color_photo().save(tmp_path / "a.png")
+    no_server = [*command, str(tmp_path / "a.png"), "--url", f"http://127.0.0.1:{free_port()}"]
+    unreachable = subprocess.run(no_server, capture_output=True, text=True, timeout=60)
+    assert unreachable.returncode == 2 and "error: cannot reach the colorray service" in unreachable.stderr
+
+
+def test_serve_cli_rejects_a_bad_model_path_and_a_busy_port(tmp_path, capsys, exports):
+    from colorray.serve import main
+
+    assert main(["--model", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err == f"error: model path not found: {tmp_path / 'none'}\n"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(["--model", str(exports["cnn"]), "--port", str(busy.getsockname()[1])]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot listen on 127.0.0.1:")
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol (websockets, which ships with ray[serve])."""
+
+    def __init__(self, profile: Path):
+        self.process = subprocess.Popen(
+            [
+                str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={profile}", "--remote-debugging-port=0", "--remote-allow-origins=*", "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.profile = profile
+        self.ids = itertools.count(1)
+
+    def page_socket_url(self) -> str:
+        port_file = self.profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("chromium did not open its DevTools port")
+            time.sleep(0.1)
+        port = port_file.read_text().split()[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
+            return next(target for target in json.load(response) if target["type"] == "page")["webSocketDebuggerUrl"]
+
+    def call(self, socket, method: str, **params):
+        call_id = next(self.ids)
+        socket.send(json.dumps({"id": call_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(socket.recv(timeout=30))
+            if message.get("id") == call_id:
+                assert "error" not in message, message
+                return message["result"]
+
+    def evaluate(self, socket, expression: str):
+        result = self.call(socket, "Runtime.evaluate", expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+
+    def wait_until(self, socket, expression: str, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        while not (value := self.evaluate(socket, expression)):
+            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+            time.sleep(0.1)
+        return value
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the Debian chromium package (/usr/bin/chromium)")
+def test_html_page_uploads_and_shows_the_result_in_chromium(service, tmp_path):
+    from websockets.sync.client import connect
+
+    photo = tmp_path / "astronaut.jpg"
+    color_photo().save(photo)
+    browser = Chromium(tmp_path / "profile")
+    try:
+        with connect(browser.page_socket_url(), max_size=None) as socket:
+            browser.call(socket, "Page.navigate", url=f"{service.url}/")
+            browser.wait_until(socket, "document.getElementById('model')?.textContent.startsWith('Model: cnn')")
+            document = browser.call(socket, "DOM.getDocument")["root"]["nodeId"]
+            file_input = browser.call(socket, "DOM.querySelector", nodeId=document, selector="#file")["nodeId"]
+            browser.call(socket, "DOM.setFileInputFiles", files=[str(photo)], nodeId=file_input)
+            state = browser.wait_until(
+                socket, "['done', 'error'].find(s => s === document.getElementById('status').dataset.state)"
+            )
+            assert state == "done", browser.evaluate(socket, "document.getElementById('status').textContent")
+            shown = browser.evaluate(
+                socket,
+                "['original', 'gray', 'result'].map(id => [document.getElementById(id).naturalWidth,"
+                " document.getElementById(id).naturalHeight])",
+            )
+            assert shown == [[203, 301]] * 3
+            download = browser.evaluate(
+                socket, "[document.getElementById('download').download, document.getElementById('download').href]"
+            )
+            assert download[0] == "astronaut-colorized.png" and download[1].startswith("blob:")
+    finally:
+        browser.close()
+
+
+def test_user_config_swaps_the_model_without_a_restart(service, exports):
+    """Runs last: swaps to a classification (bins) model through user_config, then back."""
+    before = service.info()
+    service.deploy({"model": str(exports["eccv16"]), "max_batch_size": 4})
+    after = service.wait_for_info(lambda info: info["model"] == "eccv16")
+    assert after["source"] == str(exports["eccv16"]) and after["output_space"] == "bins"
+    assert after["replica"] == before["replica"]
+    assert after["settings"]["max_batch_size"] == 4
+    body = encode(color_photo())
+    assert service.colorize(body, temperature="0.2").status_code == 200
+    too_hot = service.colorize(body, temperature="1.5")
+    assert too_hot.status_code == 400 and too_hot.json() == {"error": "temperature must be in 0..1, got 1.5"}
+    service.deploy({})
+    restored = service.wait_for_info(lambda info: info["model"] == "cnn")
+    assert restored["replica"] == before["replica"]
