@@ -20,7 +20,15 @@ import numpy as np
 from PIL import Image
 from skimage import data as skimage_data
 
-from colorray.shards import SKIP_REASONS, Sample, encode_jpeg, split_index, summary_index, write_json_atomically, write_tar
+from colorray.shards import (
+    SKIP_REASONS,
+    Sample,
+    encode_jpeg,
+    split_index,
+    summary_index,
+    write_json_atomically,
+    write_tar,
+)
 
 SMOKE_NAME = "smoke-v1"
 DESCRIPTION = "smoke dataset (scikit-image photos)"
