@@ -36,7 +36,9 @@ class RayCluster:
         self.dashboard_port = free_port()
         self.address = f"127.0.0.1:{self.gcs_port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
-        self.env = dict(os.environ, RAY_TMPDIR=str(root / "tmp"))
+        # RAY_ADDRESS in the cluster's own environment: Ray Train's placement-group cleaner looks the
+        # cluster up by it and fails ("multiple active Ray instances") when another Ray runs here.
+        self.env = dict(os.environ, RAY_TMPDIR=str(root / "tmp"), RAY_ADDRESS=self.address)
 
     def start(self) -> None:
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,14 @@
 
 import pytest
 
-from colorray.config import ConfigError, TrainConfig, config_from_dict, config_to_dict, dump_config, load_config
+from colorray.config import (
+    ConfigError,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_config,
+)
 
 
 def test_defaults_round_trip_through_yaml(tmp_path):

@@ -17,7 +17,13 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from colorray.config import DataConfig
-from colorray.data import DataError, open_shard_set, resolve_data, train_loader, val_loader
+from colorray.data import (
+    DataError,
+    open_shard_set,
+    resolve_data,
+    train_loader,
+    val_loader,
+)
 from colorray.shards import SKIP_REASONS, Sample, encode_jpeg, split_index, write_tar
 from colorray.smoke import ensure_smoke_dataset
 

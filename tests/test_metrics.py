@@ -10,7 +10,11 @@ import torch
 import torchvision
 from scipy import stats
 from skimage import data, filters
-from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import (
+    mean_squared_error,
+    peak_signal_noise_ratio,
+    structural_similarity,
+)
 
 from colorray import color, metrics
 from colorray.weights import PretrainedWeightsMissing

@@ -27,14 +27,21 @@ import pytest
 import requests
 import torch
 import yaml
+from conftest import free_port
 from PIL import Image
 from skimage import data
 
 from colorray import color
 from colorray.export import save_generator
 from colorray.models import create_model
-from colorray.serving import SERVICE_NAME, BadInput, ServeSettings, SettingsError, build_app, parse_query
-from conftest import free_port
+from colorray.serving import (
+    SERVICE_NAME,
+    BadInput,
+    ServeSettings,
+    SettingsError,
+    build_app,
+    parse_query,
+)
 
 pytestmark = pytest.mark.timeout(120)
 

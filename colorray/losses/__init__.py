@@ -54,11 +54,6 @@ def loss_family(name: str) -> str:
     return LOSSES.facts(name)["family"]
 
 
-def check_loss_options(name: str, options: dict[str, Any]) -> None:
-    _import_families()
-    LOSSES.check_options(name, options)
-
-
 def combined_generator_loss(
     adversarial: torch.Tensor,
     l1: torch.Tensor,

@@ -1,0 +1,190 @@
+"""Hyperparameter sweeps on a real local Ray cluster: the smoke sweep interrupted, resumed and exported
+end to end, and the clear errors for bad sweep files."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from skimage import data as photos
+
+from colorray.config import config_to_dict
+from colorray.export import load_generator
+from colorray.inference import Colorizer
+from colorray.sweep import load_sweep, parse_sweep, trial_config
+from colorray.tune import main
+from colorray.weights import expected_path
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "tune_configs" / "smoke.yaml"
+FINISHED = "colorray.tune: trial "
+
+
+def sweep_file(tmp_path: Path, **changes) -> Path:
+    """The smoke sweep with top-level keys replaced (None: removed)."""
+    values = yaml.safe_load(SMOKE.read_text())
+    values["storage_path"] = str(tmp_path / "runs")
+    for key, value in changes.items():
+        if value is None:
+            values.pop(key, None)
+        else:
+            values[key] = value
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def results_table(out: Path) -> list[dict]:
+    with open(out / "results.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def run_until_first_trial_finishes(command: list[str]) -> tuple[list[str], str]:
+    """Start the sweep driver, SIGINT it once a trial has finished; (ids finished before that, whole output)."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith(FINISHED) and " finished at epoch " in line:
+            break
+    finished = [line.split()[2] for line in lines if line.startswith(FINISHED) and " finished " in line]
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=180)
+    assert process.returncode == 1, rest
+    return finished, "".join(lines) + rest
+
+
+def trial_state(run: Path) -> tuple[int, str]:
+    """What a rerun of the trial would change: its config.yaml (rewritten at every trial start) and metrics."""
+    return (run / "config.yaml").stat().st_mtime_ns, (run / "metrics.jsonl").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_smoke_sweep_interrupted_resumed_and_exported(ray_cluster, tmp_path):
+    storage = tmp_path / "runs"
+    command = [sys.executable, "-m", "colorray.tune", str(SMOKE), "--storage-path", str(storage)]
+    finished, output = run_until_first_trial_finishes(command)
+    assert finished and "interrupted with" in output and "--resume" in output
+    out = storage / "smoke"
+    before = {trial: trial_state(out / "trials" / trial) for trial in finished}
+
+    # A new driver (job) resumes: Ray removes what the interrupted job's trials left behind.
+    resumed = subprocess.run([*command, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=420)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"best generator: {out / 'best' / 'generator.pt'}" in resumed.stdout
+
+    assert {trial: trial_state(out / "trials" / trial) for trial in finished} == before  # not rerun
+    rows = results_table(out)
+    assert len(rows) == 4 and all(row["best val/psnr"] != "-" for row in rows)  # every trial reported
+    epochs = [int(row["epochs"]) for row in rows]
+    assert max(epochs) == 4 and min(epochs) < 4  # ASHA stopped at least one trial early
+    assert {row["status"] for row in rows} <= {"completed", "stopped early"}
+    assert sorted(float(row["optim.lr"]) for row in rows) == [1e-3, 3e-3, 0.3, 1.0]
+    for plot in ("metric_over_time.png", "metric_vs_params.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    best = out / "best"
+    _, info = load_generator(best)
+    assert info.model == "cnn" and "val/psnr" in info.metrics
+    photo = photos.astronaut()[::8, ::8]
+    colored = Colorizer.from_path(best).colorize([photo])[0]
+    assert colored.shape == photo.shape and colored.dtype == np.uint8
+    saved = yaml.safe_load((best / "config.yaml").read_text())
+    assert saved["run"]["name"] == "" and saved["optim"]["lr"] == float(rows[0]["optim.lr"])
+    printed = subprocess.run([sys.executable, "-m", "colorray.train", "--config", str(best / "config.yaml"),
+                              "--print-config"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    assert yaml.safe_load(printed.stdout)["optim"] == saved["optim"]
+
+
+BAD_SWEEPS = [
+    ({"schedular": {"type": "asha"}}, "unknown key 'schedular' (did you mean 'scheduler'?)"),
+    ({"search_space": {"optim.learning_rate": {"loguniform": [1e-4, 1e-2]}}},
+     "search_space 'optim.learning_rate': unknown config key 'optim.learning_rate'"),
+    ({"search_space": {"model.name": {"choice": ["cnn", "unetz"]}}},
+     "search_space 'model.name': unknown model 'unetz'"),
+    ({"search_space": {}}, "search_space is empty"),
+    ({"search_space": {"optim.lr": {"logunifrom": [1e-4, 1e-2]}}},
+     "search_space 'optim.lr': unknown distribution 'logunifrom' (did you mean 'loguniform'?)"),
+    ({"search_space": {"optim.lr": {"loguniform": [0, 1e-2]}}}, "search_space 'optim.lr': loguniform needs low > 0"),
+    ({"search_space": {"model.options.ngf": {"choice": [8, 16]}}},
+     "search_space 'model.options.ngf': model 'cnn' has no option 'ngf'"),
+    ({"search_space": {"data.batch_size": {"uniform": [4, 32]}}},
+     "search_space 'data.batch_size' = 4.0: config key 'data.batch_size' must be of type int"),
+    ({"search_space": {"run.name": {"choice": ["a", "b"]}}}, "search_space 'run.name' cannot be searched"),
+    ({"search": {"type": "grid"}, "search_space": {"optim.lr": {"loguniform": [1e-4, 1e-2]}}},
+     "search.type grid needs every search_space entry to be {grid: [...]}; not: optim.lr"),
+    ({"metric": "psnr"}, "metric must name a reported metric"),
+]
+
+
+@pytest.mark.parametrize("changes, message", BAD_SWEEPS)
+def test_bad_sweep_files_are_rejected_naming_the_key(tmp_path, capsys, changes, message):
+    assert main([str(sweep_file(tmp_path, **changes))]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and message in error and "Traceback" not in error
+    assert not (tmp_path / "runs").exists()
+
+
+def test_more_resources_than_the_cluster_has_are_rejected(ray_cluster, tmp_path, capsys):
+    path = sweep_file(tmp_path, resources={"num_workers": 16, "cpus_per_worker": 1})
+    assert main([str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: resources (each trial's scaling): scaling asks for 16 workers needing 16 CPU")
+
+
+def test_resume_without_a_sweep_is_rejected(ray_cluster, tmp_path, capsys):
+    assert main([str(sweep_file(tmp_path)), "--resume"]) == 2
+    assert "--resume: no sweep to continue at" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("optuna") is not None, reason="optuna is installed here")
+def test_optuna_search_needs_optuna(tmp_path, capsys):
+    path = sweep_file(tmp_path, search={"type": "optuna"}, search_space={"optim.lr": {"loguniform": [1e-4, 1e-2]}})
+    assert main([str(path)]) == 2
+    assert "search.type optuna needs the optuna package" in capsys.readouterr().err
+
+
+def test_perceptual_mix_without_vgg_weights_is_refused_before_any_trial(capsys):
+    if expected_path("vgg19").is_file():
+        pytest.skip("the VGG-19 weights are on this machine")
+    assert main([str(REPO / "tune_configs" / "loss_weights.yaml")]) == 2
+    error = capsys.readouterr().err
+    assert "search_space 'gan.gamma' = 0.0: pretrained vgg19 weights not found" in error
+
+
+@pytest.mark.parametrize("name", ["smoke", "learning_rates", "architectures"])
+def test_shipped_cpu_sweeps_pass_every_check(name):
+    sweep = load_sweep(REPO / "tune_configs" / f"{name}.yaml")
+    assert sweep.spec.name == name and sweep.base.run.checkpoint_every_steps == 0
+
+
+def test_architecture_sweep_sets_whole_model_sections():
+    sweep = load_sweep(REPO / "tune_configs" / "architectures.yaml")
+    names = [section["name"] for section in sweep.spec.search_space["model"]["grid"]]
+    assert {"cnn", "unet", "resnet_unet"} <= set(names)
+    config = trial_config(config_to_dict(sweep.base), {"model": {"name": "unet", "options": {"ngf": 16}}})
+    assert config.model.name == "unet" and config.model.options == {"ngf": 16}
+
+
+def test_gpu_cluster_sweep_parses_without_opening_its_data():
+    sweep = parse_sweep(REPO / "tune_configs" / "imagenet_gpu.yaml")
+    assert sweep.uri == "s3://colorray-runs/tune/imagenet_gpu" and sweep.trials_uri.startswith("s3://")
+    assert sweep.base.scaling.use_gpu and sweep.base.scaling.num_workers == 4
+    assert sweep.base.data.train.startswith("s3://")
+
+
+def test_relative_local_paths_are_made_absolute_for_trials(tmp_path, monkeypatch):
+    path = sweep_file(tmp_path, storage_path="relative/tune", base={"data": {"train": "shards/train"}})
+    monkeypatch.chdir(tmp_path)
+    sweep = parse_sweep(path)
+    assert sweep.uri == str(tmp_path / "relative" / "tune" / "smoke")
+    assert sweep.base.data.train == str(tmp_path / "shards" / "train")
