@@ -17,7 +17,7 @@ from typing import Sequence
 import ray
 import torch
 
-from colorray.checkpoints import RUN_CONFIG_FILE, run_dir
+from colorray.checkpoints import RUN_CONFIG_FILE, run_dir, storage_uri
 from colorray.config import (
     ConfigError,
     TrainConfig,
@@ -44,6 +44,8 @@ def prepare(config_path: str | None, overrides: Sequence[str], resume: str | Non
         config = _resumed_config(resume, values, overrides)
     else:
         config = config_from_dict(apply_overrides(values, overrides))
+        # workers run in their own folders: a relative storage path must mean the caller's
+        config.run.storage_path = storage_uri(config.run.storage_path)
         if not config.run.name:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             config.run.name = f"colorray-{config.model.name}-{stamp}"
@@ -74,6 +76,7 @@ def _resumed_config(resume: str, values: dict, overrides: Sequence[str]) -> Trai
             f"(GAN: {critic(saved)}), incompatible with the asked model {config.model.name} "
             f"{config.model.options} (GAN: {critic(config)}); start a new run instead (nothing was changed)"
         )
+    folder = folder.resolve()
     config.run.name, config.run.storage_path = folder.name, str(folder.parent)
     return config
 

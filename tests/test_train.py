@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from colorray import preflight
 from colorray.export import load_generator
 from colorray.train import main
 
@@ -102,6 +103,12 @@ def test_existing_runs_are_never_overwritten_and_resume_checks_compatibility(ray
     assert main(["--resume", str(run), "model.name=unet"]) == 2
     assert "incompatible" in capsys.readouterr().err
     assert sorted(run.iterdir()) == before and (run / "config.yaml").read_text() == "model:\n  name: cnn\n"
+
+
+def test_a_relative_storage_path_means_the_callers_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = preflight.prepare(None, ["run.storage_path=runs", "run.name=relative"])
+    assert config.run.storage_path == str(tmp_path / "runs")
 
 
 def test_ray_job_submit_runs_the_training_entry_point(ray_cluster, tmp_path):
