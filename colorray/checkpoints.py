@@ -21,7 +21,13 @@ from pathlib import Path
 import torch
 import torchvision
 
-from colorray.config import TrainConfig, config_to_dict, dump_config
+from colorray.config import (
+    TrainConfig,
+    absolute_location,
+    config_to_dict,
+    dump_config,
+    is_remote,
+)
 from colorray.export import EXPORT_FILENAME, save_generator, unwrap
 
 RUN_CONFIG_FILE = "config.yaml"
@@ -43,19 +49,11 @@ class Position:
     val_metrics: dict[str, float] = field(default_factory=dict)
 
 
-def is_remote(storage_path: str) -> bool:
-    return "://" in storage_path
-
-
-def storage_uri(storage_path: str) -> str:
-    return storage_path if is_remote(storage_path) else str(Path(storage_path).expanduser().resolve())
-
-
 def run_dir(config: TrainConfig) -> Path | None:
     """The run's local folder, or None when the storage is remote (s3://, gs://)."""
     if is_remote(config.run.storage_path):
         return None
-    return Path(storage_uri(config.run.storage_path)) / config.run.name
+    return Path(absolute_location(config.run.storage_path)) / config.run.name
 
 
 def save_run_config(config: TrainConfig) -> None:

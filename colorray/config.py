@@ -112,9 +112,39 @@ class TrainConfig:
     run: RunSettings = field(default_factory=RunSettings)
 
 
-def _suggest(key: str, known: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1)
+def suggest(word: str, known: typing.Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``known``, or nothing."""
+    close = difflib.get_close_matches(word, list(known), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def merge_values(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` laid over ``base``, section by section (neither is changed)."""
+    merged = dict(base)
+    for key, value in update.items():
+        both_sections = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = merge_values(base[key], value) if both_sections else value
+    return merged
+
+
+def is_remote(location: str) -> bool:
+    return "://" in location or location.startswith("pipe:")
+
+
+def absolute_location(location: str) -> str:
+    """A local path made absolute; URIs (s3://, http://, pipe:) and empty values unchanged."""
+    if not location or is_remote(location):
+        return location
+    return str(Path(location).expanduser().resolve())
+
+
+def with_absolute_paths(config: TrainConfig) -> TrainConfig:
+    """Resolve the config's local paths against the caller's folder: Ray workers run in folders of their own."""
+    config.data.train = absolute_location(config.data.train)
+    config.data.val = absolute_location(config.data.val)
+    config.loss.prior = absolute_location(config.loss.prior)
+    config.run.storage_path = absolute_location(config.run.storage_path)
+    return config
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -159,7 +189,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     for key in values:
         if key not in names:
             raise ConfigError(
-                f"unknown config key '{prefix}{key}'{_suggest(key, names)}; "
+                f"unknown config key '{prefix}{key}'{suggest(key, names)}; "
                 f"known keys in '{prefix.rstrip('.') or 'the top level'}': {', '.join(names)}"
             )
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}

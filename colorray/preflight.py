@@ -17,13 +17,15 @@ from typing import Sequence
 import ray
 import torch
 
-from colorray.checkpoints import RUN_CONFIG_FILE, run_dir, storage_uri
+from colorray.checkpoints import RUN_CONFIG_FILE, run_dir
 from colorray.config import (
     ConfigError,
     TrainConfig,
     apply_overrides,
     config_from_dict,
+    merge_values,
     read_yaml,
+    with_absolute_paths,
 )
 from colorray.data import DataError, resolve_data
 from colorray.models import create_model, model_option_names, output_space
@@ -43,9 +45,7 @@ def prepare(config_path: str | None, overrides: Sequence[str], resume: str | Non
     if resume:
         config = _resumed_config(resume, values, overrides)
     else:
-        config = config_from_dict(apply_overrides(values, overrides))
-        # workers run in their own folders: a relative storage path must mean the caller's
-        config.run.storage_path = storage_uri(config.run.storage_path)
+        config = with_absolute_paths(config_from_dict(apply_overrides(values, overrides)))
         if not config.run.name:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             config.run.name = f"colorray-{config.model.name}-{stamp}"
@@ -68,7 +68,7 @@ def _resumed_config(resume: str, values: dict, overrides: Sequence[str]) -> Trai
         raise ConfigError(f"--resume {resume}: no run found (looked for {RUN_CONFIG_FILE} in {resume} and {folder})")
     saved_values = read_yaml(folder / RUN_CONFIG_FILE)
     saved = config_from_dict(saved_values)
-    config = config_from_dict(apply_overrides(_deep_merge(saved_values, values), overrides))
+    config = with_absolute_paths(config_from_dict(apply_overrides(merge_values(saved_values, values), overrides)))
     critic = lambda c: (c.gan.enabled, c.gan.discriminator, c.gan.options)  # noqa: E731
     if config.model != saved.model or critic(config) != critic(saved):
         raise ConfigError(
@@ -79,13 +79,6 @@ def _resumed_config(resume: str, values: dict, overrides: Sequence[str]) -> Trai
     folder = folder.resolve()
     config.run.name, config.run.storage_path = folder.name, str(folder.parent)
     return config
-
-
-def _deep_merge(base: dict, update: dict) -> dict:
-    merged = dict(base)
-    for key, value in update.items():
-        merged[key] = _deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return merged
 
 
 def check(config: TrainConfig) -> None:

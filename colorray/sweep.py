@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import importlib.util
-import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +25,18 @@ import ray
 from ray import tune
 
 from colorray import preflight
-from colorray.checkpoints import is_remote
 from colorray.config import (
     ConfigError,
     ScalingSettings,
     TrainConfig,
+    absolute_location,
     apply_overrides,
     config_from_dict,
     config_to_dict,
+    merge_values,
     read_yaml,
+    suggest,
+    with_absolute_paths,
 )
 from colorray.models import list_models, model_option_names
 from colorray.weights import PretrainedWeightsMissing, resolve_weights_path
@@ -103,7 +104,7 @@ class Sweep:
 
     @property
     def storage_uri(self) -> str:
-        return absolute(self.spec.storage_path)
+        return absolute_location(self.spec.storage_path)
 
     @property
     def trials_uri(self) -> str:
@@ -112,13 +113,6 @@ class Sweep:
     @property
     def keys(self) -> list[str]:
         return list(self.spec.search_space)
-
-
-def absolute(location: str) -> str:
-    """A local path made absolute (trials run in their own working folders); URIs unchanged."""
-    if not location or is_remote(location) or location.startswith("pipe:"):
-        return location
-    return os.path.abspath(os.path.expanduser(location))
 
 
 def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
@@ -178,36 +172,21 @@ def check_settings(spec: SweepConfig) -> None:
 
 def _check_choice(key: str, value: str, known: Sequence[str]) -> None:
     if value not in known:
-        raise ConfigError(f"{key} must be one of {', '.join(known)}, got '{value}'{_suggest(value, known)}")
-
-
-def _suggest(word: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(known), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{key} must be one of {', '.join(known)}, got '{value}'{suggest(value, known)}")
 
 
 def base_config(spec: SweepConfig, resources: dict[str, Any]) -> TrainConfig:
     """The base TrainConfig: base_config file, then ``base``, then ``resources`` and the sweep's run settings."""
     values = read_yaml(spec.base_config) if spec.base_config else {}
-    values = _merge(values, copy.deepcopy(spec.base))
-    values = _merge(values, {"scaling": dict(resources)})
+    values = merge_values(values, copy.deepcopy(spec.base))
+    values = merge_values(values, {"scaling": dict(resources)})
     try:
         config = config_from_dict(values)
     except ConfigError as error:
         raise ConfigError(f"base: {error}") from None
     config.run.metric, config.run.mode, config.run.checkpoint_every_steps = spec.metric, spec.mode, 0
     config.run.name = ""
-    config.data.train, config.data.val = absolute(config.data.train), absolute(config.data.val)
-    config.loss.prior = absolute(config.loss.prior)
-    return config
-
-
-def _merge(base: dict, update: dict) -> dict:
-    merged = dict(base)
-    for key, value in update.items():
-        both_sections = isinstance(value, dict) and isinstance(base.get(key), dict)
-        merged[key] = _merge(base[key], value) if both_sections else value
-    return merged
+    return with_absolute_paths(config)
 
 
 # --- The search space ----------------------------------------------------------------
@@ -221,7 +200,7 @@ def distribution(key: str, spec: Any) -> tuple[str, list]:
                           f"or {{choice: [a, b]}}, got {spec!r}")
     (name, args), = spec.items()
     if name not in DISTRIBUTIONS:
-        raise ConfigError(f"{where}: unknown distribution '{name}'{_suggest(str(name), DISTRIBUTIONS)}; "
+        raise ConfigError(f"{where}: unknown distribution '{name}'{suggest(str(name), DISTRIBUTIONS)}; "
                           f"known: {', '.join(DISTRIBUTIONS)}")
     if name in LISTS:
         if not isinstance(args, list) or not args:
@@ -295,7 +274,7 @@ def check_key(key: str) -> bool:
             known = list(hints)
             where = ".".join(parts[:depth]) or "the top level"
             raise ConfigError(f"search_space '{key}': unknown config key '{'.'.join(parts[:depth + 1])}'"
-                              f"{_suggest(part, known)}; known keys in '{where}': {', '.join(known)}")
+                              f"{suggest(part, known)}; known keys in '{where}': {', '.join(known)}")
         hint = hints[part]
         if dataclasses.is_dataclass(hint):
             cls = hint
@@ -321,7 +300,7 @@ def _check_model_options(space: dict[str, tuple[str, list]], base: TrainConfig) 
     key, names = _model_names(space, base)
     for name in names:
         if name not in list_models():
-            raise ConfigError(f"search_space '{key}': unknown model '{name}'{_suggest(str(name), list_models())};"
+            raise ConfigError(f"search_space '{key}': unknown model '{name}'{suggest(str(name), list_models())};"
                               f" known: {', '.join(list_models())}")
     for key in space:
         if not key.startswith("model.options."):

@@ -22,7 +22,13 @@ import torch
 from ray.train.torch import TorchTrainer
 
 from colorray import checkpoints, cli, color, preflight
-from colorray.config import TrainConfig, config_from_dict, config_to_dict, dump_config
+from colorray.config import (
+    TrainConfig,
+    absolute_location,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+)
 from colorray.data import resolve_data, train_loader, val_loader
 from colorray.export import unwrap
 from colorray.models import create_model, split_class_logits
@@ -178,7 +184,7 @@ def build_trainer(config: TrainConfig, callbacks: list | None = None) -> TorchTr
         ),
         run_config=ray.train.RunConfig(
             name=run.name,
-            storage_path=checkpoints.storage_uri(run.storage_path),
+            storage_path=absolute_location(run.storage_path),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=run.keep_checkpoints,
                 checkpoint_score_attribute=run.metric,

@@ -109,6 +109,8 @@ def test_a_relative_storage_path_means_the_callers_folder(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     config = preflight.prepare(None, ["run.storage_path=runs", "run.name=relative"])
     assert config.run.storage_path == str(tmp_path / "runs")
+    with pytest.raises(preflight.DataError, match=str(tmp_path / "shards")):
+        preflight.prepare(None, ["data.train=shards", "run.name=relative-data"])
 
 
 def test_ray_job_submit_runs_the_training_entry_point(ray_cluster, tmp_path):
