@@ -1,7 +1,7 @@
 """Benchmark (not a test): images/s of three input pipelines over the same pre-resized shards.
 
 (a) naive: full PIL decode + resize + center crop + ``skimage.color.rgb2lab`` per image in the DataLoader;
-(b) colorray: ``colorray.data.train_loader`` (decode + random crop in the workers, uint8 RGB) and
+(b) colorray: ``colorray.data.loader.train_loader`` (decode + random crop in the workers, uint8 RGB) and
     ``colorray.color.rgb_to_model_inputs`` batched in torch in the main process;
 (c) plain full JPEG decode of the same shards: the physical limit of a pipeline that decodes every pixel.
 "colorray_loader_only" is (b) without the Lab step, to show where (b)'s time goes.
@@ -38,8 +38,8 @@ from skimage.color import rgb2lab
 from torch.utils.data import DataLoader
 
 from colorray import color
-from colorray.data import ShardSet, open_shard_set, train_loader
-from colorray.shards import write_shards
+from colorray.data.loader import ShardSet, open_shard_set, train_loader
+from colorray.data.shards import write_shards
 
 DEFAULT_SRC = Path("/work/shared/data/photos-train")
 

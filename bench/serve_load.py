@@ -1,7 +1,7 @@
 """Load benchmark of the Serve app on 127.0.0.1: throughput and latency, batching on and off.
 
 Starts its own local Ray cluster and Serve (HTTP on 127.0.0.1, a free port),
-deploys ``colorray.serving`` with a given model (``--model``) or a freshly
+deploys ``colorray.serve.app`` with a given model (``--model``) or a freshly
 exported random-weight ``cnn`` (serving cost does not depend on the weights),
 and for each batching setting (``--batch-sizes``, default 8 = on, 1 = off)
 sends JPEG uploads of each size at each concurrency (bounded request counts),
@@ -36,11 +36,11 @@ import torch
 from PIL import Image
 from skimage import data
 
+from colorray.data.images import decode_image, encode_image
 from colorray.export import save_generator
-from colorray.images import decode_image, encode_image
 from colorray.inference import Colorizer
 from colorray.models import create_model
-from colorray.serving import ServeSettings, build_app
+from colorray.serve.app import ServeSettings, build_app
 
 SIZES = {"256x256": (256, 256), "1920x1080": (1920, 1080)}
 CONCURRENCIES = (1, 8, 32)

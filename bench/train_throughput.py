@@ -28,8 +28,8 @@ import torch
 
 from colorray import color
 from colorray.config import TrainConfig, config_from_dict
+from colorray.losses.objective import Objective
 from colorray.models import create_model, output_space, split_class_logits
-from colorray.objectives import Objective
 
 LOSS_FOR_SPACE = {"ab": {"l1": 1.0}, "rgb": {"l1": 1.0}, "bins": {"rebalanced_ce": 1.0}}
 SMALL_OPTIONS = {"fusion": {"num_classes": 10}}

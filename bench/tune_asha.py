@@ -26,9 +26,9 @@ from pathlib import Path
 import ray
 import yaml
 
-from colorray.sweep import load_sweep
-from colorray.train import connect_ray
-from colorray.tune import build_tuner, trial_rows
+from colorray.train.driver import connect_ray
+from colorray.tune.driver import build_tuner, trial_rows
+from colorray.tune.sweep import load_sweep
 
 TARGET_EPOCH_RATIO = 1 / 3
 

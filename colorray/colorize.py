@@ -18,8 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from colorray import cli
-from colorray.export import ExportError
-from colorray.images import (
+from colorray.data.images import (
     FORMAT_SUFFIXES,
     ImageError,
     ImageJob,
@@ -28,6 +27,7 @@ from colorray.images import (
     plan_outputs,
     read_image_file,
 )
+from colorray.export import ExportError
 from colorray.inference import Colorizer
 
 

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
-from colorray import color, weights
-from colorray.weights import PretrainedWeightsMissing
+from colorray import color
+from colorray.models import weights
+from colorray.models.weights import PretrainedWeightsMissing
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class LPIPSMetric(nn.Module):
     """LPIPS v0.1 with AlexNet: the ``lpips`` package's linear heads on real ImageNet AlexNet features.
 
     The ``lpips`` package ships only its linear heads; the AlexNet backbone is
-    loaded from ``colorray.weights`` (``pretrained="imagenet"`` or a path to
+    loaded from ``colorray.models.weights`` (``pretrained="imagenet"`` or a path to
     torchvision's ``alexnet`` checkpoint) and ``PretrainedWeightsMissing`` is
     raised when it is absent. Call with RGB 0..1 images; returns (N,).
     """

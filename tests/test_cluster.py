@@ -22,10 +22,10 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.runtime_env import RuntimeEnv
 
 from colorray.config import load_config
+from colorray.losses.objective import check_losses
 from colorray.models import model_option_names, output_space
-from colorray.objectives import check_losses
-from colorray.optim import check_optim
-from colorray.weights import TORCHVISION_FILES
+from colorray.models.weights import TORCHVISION_FILES
+from colorray.train.optim import check_optim
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"

@@ -1,4 +1,4 @@
-"""colorray.data and colorray.smoke: real tar shards streamed from disk and over a local HTTP server."""
+"""colorray.data.loader and colorray.data.smoke: real tar shards streamed from disk and over a local HTTP server."""
 
 from __future__ import annotations
 
@@ -17,15 +17,21 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from colorray.config import DataConfig
-from colorray.data import (
+from colorray.data.loader import (
     DataError,
     open_shard_set,
     resolve_data,
     train_loader,
     val_loader,
 )
-from colorray.shards import SKIP_REASONS, Sample, encode_jpeg, split_index, write_tar
-from colorray.smoke import ensure_smoke_dataset
+from colorray.data.shards import (
+    SKIP_REASONS,
+    Sample,
+    encode_jpeg,
+    split_index,
+    write_tar,
+)
+from colorray.data.smoke import ensure_smoke_dataset
 
 IMAGE_SIZE = 24
 

@@ -26,10 +26,11 @@ from skimage import color as skcolor
 from skimage import data as skimage_data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from colorray import color, evaluate
+from colorray import color
+from colorray.data.shards import SKIP_REASONS, Sample, split_index, write_tar
+from colorray.evaluate import harness
 from colorray.export import save_generator
 from colorray.models import create_model
-from colorray.shards import SKIP_REASONS, Sample, split_index, write_tar
 
 SIZE = 64
 PHOTOS = {"astronaut.png": skimage_data.astronaut, "chelsea.png": skimage_data.chelsea,
@@ -43,7 +44,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
 
 def protocol_crop(path: Path) -> np.ndarray:
     """The harness's crop of a file (the validation loader's), as a uint8 (SIZE, SIZE, 3) array."""
-    return evaluate.center_crop(path.read_bytes(), SIZE).permute(1, 2, 0).numpy()
+    return harness.center_crop(path.read_bytes(), SIZE).permute(1, 2, 0).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def evaluated(workspace) -> tuple[str, Path]:
     out, console = workspace / "out", io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(console):
         patch.setenv("TORCH_HOME", str(workspace / "torch-home"))
-        code = evaluate.main(["--model", str(workspace / "cnn.pt"), "--data", str(workspace / "photos"),
+        code = harness.main(["--model", str(workspace / "cnn.pt"), "--data", str(workspace / "photos"),
                               "--size", str(SIZE), "--sheet-images", "3", "--out", str(out)])
     assert code == 0
     return console.getvalue(), out
@@ -93,7 +94,7 @@ def test_table_csv_json_and_sheet_agree(evaluated, results):
     console, out = evaluated
     rows = list(csv.reader((out / "results.csv").open(encoding="utf-8")))
     header, body = rows[0], rows[1:]
-    assert [row[0] for row in body] == [evaluate.GRAY_ROW, "cnn (cnn)", evaluate.TRUTH_ROW] == results["rows"]
+    assert [row[0] for row in body] == [harness.GRAY_ROW, "cnn (cnn)", harness.TRUTH_ROW] == results["rows"]
     assert markdown_rows((out / "results.md").read_text(encoding="utf-8"))[1:] == body
     assert markdown_rows(console)[1:] == body
     for row in body:
@@ -103,7 +104,7 @@ def test_table_csv_json_and_sheet_agree(evaluated, results):
             summary = results["summary"][row[0]][key]
             per_image = [float(v) for v in results["per_image"]["values"][row[0]][key]]
             assert float(summary["mean"]) == pytest.approx(np.mean(per_image), rel=1e-9, abs=1e-12)
-            decimals = next(c.decimals for c in evaluate.COLUMNS if c.key == key)
+            decimals = next(c.decimals for c in harness.COLUMNS if c.key == key)
             assert cell_mean(cell) == pytest.approx(float(summary["mean"]), abs=0.51 * 10.0**-decimals)
     sheet = Image.open(out / "sheet.png")
     step = SIZE + 2
@@ -121,7 +122,7 @@ def test_skipped_images_are_counted_and_named(results):
 
 def test_grayscale_baseline_equals_scikit_image(workspace, results):
     keys = results["per_image"]["keys"]
-    values = results["per_image"]["values"][evaluate.GRAY_ROW]
+    values = results["per_image"]["values"][harness.GRAY_ROW]
     for index, key in enumerate(keys):
         crop = protocol_crop(workspace / "photos" / key)
         lab = skcolor.rgb2lab(crop)
@@ -133,19 +134,19 @@ def test_grayscale_baseline_equals_scikit_image(workspace, results):
 
 
 def test_ground_truth_row_is_the_perfect_prediction(results):
-    truth = results["per_image"]["values"][evaluate.TRUTH_ROW]
+    truth = results["per_image"]["values"][harness.TRUTH_ROW]
     assert all(value == "inf" for value in truth["psnr"])
     assert truth["ssim"] == pytest.approx([1.0] * len(PHOTOS))
     assert truth["colorfulness_gap"] == [0.0] * len(PHOTOS)
     assert truth["auc"] == pytest.approx([1.0] * len(PHOTOS))
-    gray = results["summary"][evaluate.GRAY_ROW]
+    gray = results["summary"][harness.GRAY_ROW]
     assert float(gray["colorfulness_gap"]["mean"]) > 10.0
 
 
 def test_score_predictions_gives_the_true_ab_infinite_psnr_and_no_colorfulness_gap(workspace):
     crops = np.stack([protocol_crop(workspace / "photos" / name) for name in PHOTOS])
     L, true_ab = color.rgb_to_model_inputs(torch.from_numpy(crops).permute(0, 3, 1, 2))
-    scores = evaluate.score_predictions(L, true_ab, {"oracle": true_ab, "gray": torch.zeros_like(true_ab)})
+    scores = harness.score_predictions(L, true_ab, {"oracle": true_ab, "gray": torch.zeros_like(true_ab)})
     assert torch.isinf(scores["oracle"]["psnr"]).all()
     assert torch.equal(scores["oracle"]["colorfulness_gap"], torch.zeros(len(PHOTOS), dtype=torch.float64))
     assert torch.isfinite(scores["gray"]["psnr"]).all() and (scores["gray"]["colorfulness_gap"] > 0).all()
@@ -154,7 +155,7 @@ def test_score_predictions_gives_the_true_ab_infinite_psnr_and_no_colorfulness_g
 def test_lpips_is_unavailable_without_its_weights(evaluated, results):
     _, out = evaluated
     assert results["lpips"] == "unavailable"
-    assert "lpips" not in results["per_image"]["values"][evaluate.GRAY_ROW]
+    assert "lpips" not in results["per_image"]["values"][harness.GRAY_ROW]
     assert "LPIPS unavailable" in (out / "results.md").read_text(encoding="utf-8")
     rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8")))
     assert {row["lpips"] for row in rows} == {"unavailable"}
@@ -190,7 +191,7 @@ def test_bad_inputs_exit_2_with_one_error_line(workspace, evaluated):
 def test_more_bad_inputs_name_the_problem(workspace, capsys, args, expected):
     defaults = ["--model", str(workspace / "cnn.pt"), "--data", str(workspace / "photos"),
                 "--out", str(workspace / "never-written")]
-    assert evaluate.main(defaults + args) == 2  # a repeated option: the last one counts
+    assert harness.main(defaults + args) == 2  # a repeated option: the last one counts
     assert capsys.readouterr().err.startswith(f"error: {expected}")
     assert not (workspace / "never-written").exists()
 
@@ -218,7 +219,7 @@ def test_shards_score_like_the_folder_and_prior_adds_the_rebalanced_auc(workspac
     write_shards(workspace / "shards", workspace / "photos")
     np.save(workspace / "prior.npy", np.linspace(1.0, 2.0, color.ab_bins().shape[0]))
     out = workspace / "out-shards"
-    assert evaluate.main(["--model", str(workspace / "cnn.pt"), "--data", str(workspace / "shards"), "--size",
+    assert harness.main(["--model", str(workspace / "cnn.pt"), "--data", str(workspace / "shards"), "--size",
                           str(SIZE), "--batch-size", "3", "--prior", str(workspace / "prior.npy"),
                           "--out", str(out)]) == 0
     rebalanced = json.loads((out / "results.json").read_text())["summary"]["cnn (cnn)"]["auc_rebalanced"]
@@ -238,12 +239,12 @@ def test_distributed_evaluation_merges_the_same_per_image_values(workspace, ray_
         write_shards(shards, workspace / "photos")
     local, distributed = workspace / "out-local", workspace / "out-distributed"
     common = ["--model", str(workspace / "cnn.pt"), "--data", str(shards), "--size", str(SIZE), "--limit", "3"]
-    assert evaluate.main([*common, "--out", str(local)]) == 0
-    assert evaluate.main([*common, "--out", str(distributed), "--distributed"]) == 0
+    assert harness.main([*common, "--out", str(local)]) == 0
+    assert harness.main([*common, "--out", str(distributed), "--distributed"]) == 0
     for metric in ("psnr", "auc", "colorfulness_gap"):
         expected = per_image_by_key(local, "cnn (cnn)", metric)
         assert len(expected) == 3
         assert per_image_by_key(distributed, "cnn (cnn)", metric) == pytest.approx(expected, abs=1e-9)
     assert (distributed / "sheet.png").is_file()
     assert not math.isnan(float(json.loads((distributed / "results.json").read_text())
-                                ["summary"][evaluate.GRAY_ROW]["psnr"]["ci95"]))
+                                ["summary"][harness.GRAY_ROW]["psnr"]["ci95"]))

@@ -11,15 +11,15 @@ import torch.nn.functional as F
 import torchvision
 
 from colorray import color
+from colorray.data.prior import PriorError, load_prior
 from colorray.losses import (
     combined_generator_loss,
     create_loss,
     list_losses,
     loss_family,
 )
-from colorray.prior import PriorError, load_prior
+from colorray.models.weights import PretrainedWeightsMissing
 from colorray.registry import UnknownNameError
-from colorray.weights import PretrainedWeightsMissing
 
 torch.manual_seed(0)
 

@@ -17,7 +17,7 @@ from skimage.metrics import (
 )
 
 from colorray import color, metrics
-from colorray.weights import PretrainedWeightsMissing
+from colorray.models.weights import PretrainedWeightsMissing
 
 CROP = (96, 128)
 

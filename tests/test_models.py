@@ -17,8 +17,14 @@ from torch import nn
 from torchvision.models.vgg import cfgs as vgg_configs
 from torchvision.models.vgg import make_layers as make_vgg_layers
 
-from colorray import color, weights
-from colorray.models import create_model, list_models, predict_ab, split_class_logits
+from colorray import color
+from colorray.models import (
+    create_model,
+    list_models,
+    predict_ab,
+    split_class_logits,
+    weights,
+)
 from colorray.models.backbones import ResNetEncoder
 from colorray.registry import UnknownNameError
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from colorray import color
-from colorray.prior import PriorError, compute_prior, load_prior
-from colorray.smoke import ensure_smoke_dataset
+from colorray.data.prior import PriorError, compute_prior, load_prior
+from colorray.data.smoke import ensure_smoke_dataset
 
 
 @pytest.fixture(scope="module")

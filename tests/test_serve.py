@@ -34,7 +34,7 @@ from skimage import data
 from colorray import color
 from colorray.export import save_generator
 from colorray.models import create_model
-from colorray.serving import (
+from colorray.serve.app import (
     SERVICE_NAME,
     BadInput,
     ServeSettings,
@@ -90,7 +90,7 @@ def test_config_files_fit_the_serve_schema_and_our_settings(source):
     document = yaml.safe_load((ROOT / source).read_text())
     config = yaml.safe_load(document["spec"]["serveConfigV2"]) if document.get("kind") == "RayService" else document
     application = ServeDeploySchema.model_validate(config).applications[0]
-    assert application.import_path == "colorray.serving:app"
+    assert application.import_path == "colorray.serve.app:app"
     ServeSettings.from_args(application.args)
     deployment = application.deployments[0]
     assert deployment.name == SERVICE_NAME
@@ -316,7 +316,7 @@ def test_client_cli_errors(tmp_path):
 
 
 def test_serve_cli_rejects_a_bad_model_path_and_a_busy_port(tmp_path, capsys, exports):
-    from colorray.serve import main
+    from colorray.serve.launch import main
 
     assert main(["--model", str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err == f"error: model path not found: {tmp_path / 'none'}\n"

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from skimage import data as skimage_data
 
-from colorray.shards import ShardError, write_shards
+from colorray.data.shards import ShardError, write_shards
 
 PHOTOS = {"astronaut": skimage_data.astronaut, "cat": skimage_data.chelsea, "coffee": skimage_data.coffee}
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from colorray import preflight
 from colorray.export import load_generator
-from colorray.train import main
+from colorray.train import preflight
+from colorray.train.driver import main
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -18,9 +18,9 @@ from skimage import data as photos
 from colorray.config import config_to_dict
 from colorray.export import load_generator
 from colorray.inference import Colorizer
-from colorray.sweep import load_sweep, parse_sweep, trial_config
-from colorray.tune import main
-from colorray.weights import expected_path
+from colorray.models.weights import expected_path
+from colorray.tune.driver import main
+from colorray.tune.sweep import load_sweep, parse_sweep, trial_config
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tune_configs" / "smoke.yaml"

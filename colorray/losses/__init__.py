@@ -12,7 +12,7 @@ family, which fixes how it is called:
 - ``"adversarial"``: ``loss(critic_logits, target_is_real)``.
 
 Also here: ``combined_generator_loss`` (the HASHeD study's objective). The
-rebalancing losses read their ab prior with ``colorray.prior.load_prior``.
+rebalancing losses read their ab prior with ``colorray.data.prior.load_prior``.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from colorray import color
+from colorray.data.prior import load_prior
 from colorray.losses import LOSSES
-from colorray.prior import load_prior
 
 
 class RebalancedCrossEntropy(nn.Module):

@@ -2,7 +2,7 @@
 
 The RGB images rebuilt from (L, pred_ab) and (L, true_ab) are ImageNet-normalized
 and passed through a frozen VGG-19 (eval mode) with real ImageNet weights from
-``colorray.weights`` ("imagenet" = torchvision's ``vgg19`` file in the torch hub
+``colorray.models.weights`` ("imagenet" = torchvision's ``vgg19`` file in the torch hub
 cache, or a path); the loss is the MSE or L1 between their feature maps after
 the chosen ReLUs, averaged over those layers. Only the convolutions up to the
 deepest chosen layer are built and loaded, so a checkpoint holding just those
@@ -18,9 +18,10 @@ import torch
 from torch import nn
 from torchvision.models import vgg
 
-from colorray import color, weights
+from colorray import color
 from colorray.losses import LOSSES
 from colorray.losses.pixel import ERRORS, PixelLoss
+from colorray.models import weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from colorray import color
+from colorray.data.prior import PRIOR_HELP, load_prior
 from colorray.losses import LOSSES
-from colorray.prior import PRIOR_HELP, load_prior
 
 ERRORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": lambda pred, true: (pred - true).abs(),

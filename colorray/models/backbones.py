@@ -1,6 +1,6 @@
 """Torchvision backbones (ResNet-18/34, VGG-19) adapted to one-channel L input.
 
-Pretrained weights come only through ``colorray.weights.load_into``
+Pretrained weights come only through ``colorray.models.weights.load_into``
 (``pretrained="none"|"imagenet"|PATH``): they are loaded into the RGB layers
 first and the first conv is then collapsed to one channel by summing its RGB
 filters, which keeps its response to a gray image unchanged.
@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs as vgg_configs
 from torchvision.models.vgg import make_layers as make_vgg_layers
 
-from colorray import weights
+from colorray.models import weights
 
 RESNET_BUILDERS = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34}
 RESNET_STAGE_CHANNELS = (64, 128, 256, 512)

@@ -3,7 +3,7 @@
 Checks the model and the port, then joins the Ray cluster named by
 ``RAY_ADDRESS`` or starts a local one (stopped again on exit), starts Serve's
 HTTP proxy on ``--host``/``--port`` (127.0.0.1:8000 by default; a Serve already
-running on a joined cluster keeps its own), deploys ``colorray.serving`` as the
+running on a joined cluster keeps its own), deploys ``colorray.serve.app`` as the
 application ``colorray`` and blocks until Ctrl-C or SIGTERM; on a joined
 cluster it then deletes only that application. For lasting deployments use
 ``serve deploy serve/config.yaml``.
@@ -15,13 +15,17 @@ import argparse
 import os
 import signal
 import socket
-import sys
 import threading
 
 from colorray import cli
+from colorray.data.images import DEFAULT_MAX_PIXELS
 from colorray.export import ExportError, read_export
-from colorray.images import DEFAULT_MAX_PIXELS
-from colorray.serving import DEFAULT_MAX_BYTES, ServeSettings, SettingsError, build_app
+from colorray.serve.app import (
+    DEFAULT_MAX_BYTES,
+    ServeSettings,
+    SettingsError,
+    build_app,
+)
 
 APP_NAME = "colorray"
 
@@ -110,7 +114,3 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as error:
         return cli.fail(error, code=1)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

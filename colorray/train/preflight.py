@@ -17,7 +17,6 @@ from typing import Sequence
 import ray
 import torch
 
-from colorray.checkpoints import RUN_CONFIG_FILE, run_dir
 from colorray.config import (
     ConfigError,
     TrainConfig,
@@ -27,13 +26,14 @@ from colorray.config import (
     read_yaml,
     with_absolute_paths,
 )
-from colorray.data import DataError, resolve_data
+from colorray.data.loader import DataError, resolve_data
+from colorray.data.prior import load_prior
+from colorray.losses.objective import Objective, check_losses
 from colorray.models import create_model, model_option_names, output_space
-from colorray.objectives import Objective, check_losses
-from colorray.optim import check_optim
-from colorray.prior import load_prior
+from colorray.models.weights import PretrainedWeightsMissing
 from colorray.registry import UnknownNameError
-from colorray.weights import PretrainedWeightsMissing
+from colorray.train.checkpoints import RUN_CONFIG_FILE, run_dir
+from colorray.train.optim import check_optim
 
 PREFLIGHT_ERRORS = (ConfigError, DataError, UnknownNameError, PretrainedWeightsMissing, ValueError, TypeError,
                     FileNotFoundError, KeyError)

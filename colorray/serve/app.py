@@ -13,7 +13,7 @@ Bad input gets a 4xx JSON ``{"error": "..."}``. ``ServeSettings`` (model path,
 batching, limits, device) come from the application ``args``; ``user_config``
 overrides any of them on running replicas through ``reconfigure()`` (model
 swap without a restart). ``app`` is the builder that Serve config files name
-(``import_path: colorray.serving:app``).
+(``import_path: colorray.serve.app:app``).
 
 No ``from __future__ import annotations`` here: FastAPI must see real
 annotation objects on the routes that ``serve.ingress`` rewraps.
@@ -39,7 +39,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from colorray.images import (
+from colorray.data.images import (
     DEFAULT_MAX_PIXELS,
     ImageError,
     decode_image,
@@ -330,5 +330,5 @@ def build_app(settings: ServeSettings, **deployment_options: Any) -> Application
 
 
 def app(args: dict[str, Any]) -> Application:
-    """Application builder for Serve config files and ``serve run colorray.serving:app model=PATH``."""
+    """Application builder for Serve config files and ``serve run colorray.serve.app:app model=PATH``."""
     return build_app(ServeSettings.from_args(args))

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from skimage import data as skimage_data
 
-from colorray.shards import (
+from colorray.data.shards import (
     SKIP_REASONS,
     Sample,
     encode_jpeg,

@@ -12,7 +12,7 @@ At the end the driver writes the results table (``results.csv``), two plots,
 and the best trial's ``best/config.yaml`` (accepted by ``python -m
 colorray.train --config``) and ``best/generator.pt`` (``python -m
 colorray.serve --model OUT/best``). The sweep file is described in
-``colorray.sweep`` and ``docs/tune.md``.
+``colorray.tune.sweep`` and ``docs/tune.md``.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ import ray.train
 from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
-from colorray import checkpoints, preflight
 from colorray.config import ConfigError, config_to_dict, dump_config
 from colorray.export import EXPORT_FILENAME
-from colorray.sweep import (
+from colorray.train import checkpoints, preflight
+from colorray.train.driver import build_trainer, connect_ray
+from colorray.tune.sweep import (
     TRIAL_CPU,
     Sweep,
     check_resources,
@@ -44,7 +45,6 @@ from colorray.sweep import (
     search_algorithm,
     trial_config,
 )
-from colorray.train import build_trainer, connect_ray
 
 RESULTS_FILE = "results.csv"
 OVER_TIME_PLOT = "metric_over_time.png"
@@ -321,10 +321,3 @@ def main(argv: list[str] | None = None) -> int:
     rows = trial_rows(sweep, grid)
     print("\n".join(summarize(sweep, rows, out)))
     return 0 if any(row.best_checkpoint for row in rows) else 1
-
-
-if __name__ == "__main__":
-    # Run the package's copy of this module so Ray pickles trial_fn by reference (colorray.tune.trial_fn).
-    from colorray.tune import main as package_main
-
-    sys.exit(package_main())

@@ -1,17 +1,12 @@
-"""``python -m colorray.train``: distributed colorization training on Ray Train.
+"""What every Ray Train worker runs: ``train_loop_per_worker`` and its ``train_step``.
 
-The driver (``main``) loads and checks the config, connects to Ray (the
-running cluster inside ``ray job submit`` or when ``RAY_ADDRESS`` is set, else a
-local one) and runs ``train_loop_per_worker`` on a ``TorchTrainer``. Each worker
-streams its own split of the shards, converts uint8 RGB to Lab on its device,
+Each worker streams its own split of the shards, converts uint8 RGB to Lab on its device,
 trains the generator (and a PatchGAN critic in GAN mode) under DDP, validates
 every epoch and reports metrics and checkpoints through ``ray.train.report``.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -19,23 +14,17 @@ from contextlib import nullcontext
 import ray
 import ray.train
 import torch
-from ray.train.torch import TorchTrainer
 
-from colorray import checkpoints, cli, color, preflight
-from colorray.config import (
-    TrainConfig,
-    absolute_location,
-    config_from_dict,
-    config_to_dict,
-    dump_config,
-)
-from colorray.data import resolve_data, train_loader, val_loader
+from colorray import color
+from colorray.config import TrainConfig, config_from_dict
+from colorray.data.loader import resolve_data, train_loader, val_loader
+from colorray.data.prior import load_prior
 from colorray.export import unwrap
+from colorray.losses.objective import Objective
 from colorray.models import create_model, split_class_logits
-from colorray.objectives import Objective
-from colorray.optim import build_optimizer, build_scheduler
-from colorray.prior import load_prior
-from colorray.validation import validate
+from colorray.train import checkpoints, preflight
+from colorray.train.optim import build_optimizer, build_scheduler
+from colorray.train.validation import validate
 
 
 def train_loop_per_worker(config_dict: dict) -> None:
@@ -169,82 +158,3 @@ def val_loader_for(config: TrainConfig, shards, rank: int, world_size: int):
     data = config.data
     return val_loader(shards, image_size=data.image_size, batch_size=data.batch_size, rank=rank,
                       world_size=world_size, limit=data.val_samples, loader_workers=data.loader_workers)
-
-
-def build_trainer(config: TrainConfig, callbacks: list | None = None) -> TorchTrainer:
-    scaling, run = config.scaling, config.run
-    resources = {"CPU": scaling.cpus_per_worker}
-    if scaling.use_gpu:
-        resources["GPU"] = scaling.gpus_per_worker
-    return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=config_to_dict(config),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources
-        ),
-        run_config=ray.train.RunConfig(
-            name=run.name,
-            storage_path=absolute_location(run.storage_path),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=run.keep_checkpoints,
-                checkpoint_score_attribute=run.metric,
-                checkpoint_score_order=run.mode,
-            ),
-            failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
-            callbacks=callbacks,
-        ),
-    )
-
-
-def connect_ray() -> None:
-    """Join the running cluster (ray job submit, RAY_ADDRESS, `ray start`), else start a local Ray."""
-    if ray.is_initialized():
-        return
-    try:
-        ray.init(address="auto", log_to_driver=True)
-    except ConnectionError:
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1")
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = cli.ArgumentParser(
-        prog="python -m colorray.train",
-        description="Train a colorization model on Ray Train. Without arguments: the default small "
-        "model on the embedded smoke dataset, on this machine's CPUs.",
-    )
-    parser.add_argument("--config", help="YAML file with any of the sections of colorray.config.TrainConfig")
-    parser.add_argument("--resume", metavar="PATH_OR_RUN",
-                        help="continue a stopped run: its folder, or its run.name under run.storage_path")
-    parser.add_argument("--print-config", action="store_true", help="print the full config and exit")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides, e.g. model.name=unet optim.lr=2e-4 gan.enabled=true")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        config = preflight.prepare(args.config, args.overrides, args.resume)
-        if args.print_config:
-            print(dump_config(config), end="")
-            return 0
-        connect_ray()
-        preflight.check_cluster(config)
-    except preflight.PREFLIGHT_ERRORS as error:
-        return cli.fail(error)
-    print(f"colorray.train: {preflight.describe_data(config)}\n--- config ---\n{dump_config(config)}--------------")
-    checkpoints.save_run_config(config)
-    try:
-        result = build_trainer(config).fit()
-    except ray.train.TrainingFailedError as error:
-        return cli.fail(f"training failed: {error}", code=1)
-    print(checkpoints.finish(config, result))
-    return 0
-
-
-if __name__ == "__main__":
-    # Run the package's copy of this module, so Ray pickles train_loop_per_worker by reference
-    # (colorray.train.train_loop_per_worker) rather than by value from __main__.
-    from colorray.train import main as package_main
-
-    sys.exit(package_main())

@@ -24,7 +24,6 @@ from typing import Any, Sequence
 import ray
 from ray import tune
 
-from colorray import preflight
 from colorray.config import (
     ConfigError,
     ScalingSettings,
@@ -39,7 +38,8 @@ from colorray.config import (
     with_absolute_paths,
 )
 from colorray.models import list_models, model_option_names
-from colorray.weights import PretrainedWeightsMissing, resolve_weights_path
+from colorray.models.weights import PretrainedWeightsMissing, resolve_weights_path
+from colorray.train import preflight
 
 RANGES = {  # distribution -> number of arguments: [low, high] or [low, high, q]
     "uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3, "randint": 2, "lograndint": 2,

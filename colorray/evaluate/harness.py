@@ -21,7 +21,6 @@ import functools
 import io
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -32,7 +31,8 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from colorray import cli, color
-from colorray.data import (
+from colorray.data.images import ImageError, decode_image
+from colorray.data.loader import (
     DataError,
     ShardSet,
     center_box,
@@ -40,8 +40,9 @@ from colorray.data import (
     open_shard_set,
     val_loader,
 )
+from colorray.data.prior import PriorError, load_prior
+from colorray.data.shards import is_grayscale, list_sources
 from colorray.export import ExportError
-from colorray.images import ImageError, decode_image
 from colorray.inference import Colorizer, to_uint8_image
 from colorray.metrics import (
     ACCURACY_THRESHOLDS,
@@ -50,8 +51,6 @@ from colorray.metrics import (
     load_lpips_or_none,
     summarize,
 )
-from colorray.prior import PriorError, load_prior
-from colorray.shards import is_grayscale, list_sources
 
 GRAY_ROW = "grayscale baseline"
 TRUTH_ROW = "ground truth"
@@ -64,7 +63,7 @@ def protocol(size: int) -> dict[str, str]:
     """Every choice behind the numbers, written into each result file."""
     return {
         "crop": f"the centered square of each image resized to {size}x{size} (antialiased bilinear), i.e. short side "
-                f"to {size} and center crop, uint8 sRGB: the crop of colorray.data's validation loader, for shards "
+                f"to {size} and center crop, uint8 sRGB: the crop of colorray.data.loader's validation loader, for shards "
                 "and folders alike (EXIF orientation is not applied, as in training)",
         "skipped": "crops whose three channels are (nearly) equal are skipped as grayscale (no ground-truth color); "
                    "unreadable images are skipped; both are counted",
@@ -612,7 +611,3 @@ def main(argv: list[str] | None = None) -> int:
         return cli.fail(error)
     print(f"{report.headline()}\n\n{markdown_table(report.summary)}\n\nwrote {out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

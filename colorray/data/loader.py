@@ -180,7 +180,7 @@ def open_shard_set(spec: str) -> ShardSet:
 
 def resolve_data(data_config) -> tuple[ShardSet, ShardSet]:
     """(train, val) of a ``colorray.config.DataConfig``; an empty ``train`` means the smoke dataset."""
-    from colorray.smoke import ensure_smoke_dataset
+    from colorray.data.smoke import ensure_smoke_dataset
 
     train = data_config.train or str(ensure_smoke_dataset())
     if data_config.val:

@@ -1,0 +1,1 @@
+"""The evaluation harness: ``python -m colorray.evaluate``; the protocol and tables live in ``harness``."""

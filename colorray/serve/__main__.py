@@ -1,0 +1,7 @@
+"""``python -m colorray.serve``."""
+
+import sys
+
+from colorray.serve.launch import main
+
+sys.exit(main())

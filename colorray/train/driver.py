@@ -1,0 +1,90 @@
+"""The driver of ``python -m colorray.train``: parse, check, connect to Ray, fit a ``TorchTrainer``.
+
+``main`` loads and checks the config, connects to Ray (the running cluster
+inside ``ray job submit`` or when ``RAY_ADDRESS`` is set, else a local one) and
+runs ``colorray.train.loop.train_loop_per_worker`` on a ``TorchTrainer``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from colorray import cli
+from colorray.config import TrainConfig, absolute_location, config_to_dict, dump_config
+from colorray.train import checkpoints, preflight
+from colorray.train.loop import train_loop_per_worker
+
+
+def build_trainer(config: TrainConfig, callbacks: list | None = None) -> TorchTrainer:
+    scaling, run = config.scaling, config.run
+    resources = {"CPU": scaling.cpus_per_worker}
+    if scaling.use_gpu:
+        resources["GPU"] = scaling.gpus_per_worker
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config_to_dict(config),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=run.name,
+            storage_path=absolute_location(run.storage_path),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=run.keep_checkpoints,
+                checkpoint_score_attribute=run.metric,
+                checkpoint_score_order=run.mode,
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def connect_ray() -> None:
+    """Join the running cluster (ray job submit, RAY_ADDRESS, `ray start`), else start a local Ray."""
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address="auto", log_to_driver=True)
+    except ConnectionError:
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = cli.ArgumentParser(
+        prog="python -m colorray.train",
+        description="Train a colorization model on Ray Train. Without arguments: the default small "
+        "model on the embedded smoke dataset, on this machine's CPUs.",
+    )
+    parser.add_argument("--config", help="YAML file with any of the sections of colorray.config.TrainConfig")
+    parser.add_argument("--resume", metavar="PATH_OR_RUN",
+                        help="continue a stopped run: its folder, or its run.name under run.storage_path")
+    parser.add_argument("--print-config", action="store_true", help="print the full config and exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides, e.g. model.name=unet optim.lr=2e-4 gan.enabled=true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = preflight.prepare(args.config, args.overrides, args.resume)
+        if args.print_config:
+            print(dump_config(config), end="")
+            return 0
+        connect_ray()
+        preflight.check_cluster(config)
+    except preflight.PREFLIGHT_ERRORS as error:
+        return cli.fail(error)
+    print(f"colorray.train: {preflight.describe_data(config)}\n--- config ---\n{dump_config(config)}--------------")
+    checkpoints.save_run_config(config)
+    try:
+        result = build_trainer(config).fit()
+    except ray.train.TrainingFailedError as error:
+        return cli.fail(f"training failed: {error}", code=1)
+    print(checkpoints.finish(config, result))
+    return 0

@@ -1,0 +1,7 @@
+"""``python -m colorray.tune``."""
+
+import sys
+
+from colorray.tune.driver import main
+
+sys.exit(main())
