@@ -98,3 +98,21 @@ def ray_cluster():
         os.environ.pop("RAY_ADDRESS", None)
         cluster.stop()
         time.sleep(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The fast layer (`-m "not slow"`) runs no Ray: a test using the cluster must be marked slow."""
+    unmarked = [item.nodeid for item in items if "ray_cluster" in getattr(item, "fixturenames", ())
+                and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("tests that use ray_cluster must be marked slow: " + ", ".join(unmarked))
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_ray(request):
+    """A fast test that connects to or starts Ray fails: move it to the slow layer or remove the Ray use."""
+    yield
+    ray = sys.modules.get("ray")
+    if request.node.get_closest_marker("slow") is None and ray is not None and ray.is_initialized():
+        ray.shutdown()
+        pytest.fail("a fast test (not marked slow) initialized Ray")

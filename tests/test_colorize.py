@@ -56,6 +56,7 @@ def lightness(path: Path) -> np.ndarray:
     return skcolor.rgb2lab(np.asarray(Image.open(path).convert("RGB")))[..., 0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, shape", [("cat", COLOR_SHAPE), ("gray", GRAY_SHAPE)])
 def test_output_keeps_size_and_lightness(workspace, colorized, name, shape):
     _, out = colorized
@@ -66,6 +67,7 @@ def test_output_keeps_size_and_lightness(workspace, colorized, name, shape):
     assert chroma.mean() > 1.0  # colored, not a gray copy
 
 
+@pytest.mark.slow
 def test_folder_structure_alpha_and_skips(workspace, colorized):
     completed, out = colorized
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())

@@ -181,6 +181,7 @@ def http_root(tmp_path):
         server.server_close()
 
 
+@pytest.mark.slow
 def test_streaming_over_http_with_and_without_index(http_root):
     root, base = http_root
     keys = write_split(root / "indexed", [4, 5, 6])

@@ -161,6 +161,7 @@ def test_lpips_is_unavailable_without_its_weights(evaluated, results):
     assert {row["lpips"] for row in rows} == {"unavailable"}
 
 
+@pytest.mark.slow
 def test_bad_inputs_exit_2_with_one_error_line(workspace, evaluated):
     photos, model = str(workspace / "photos"), str(workspace / "cnn.pt")
     cases = {

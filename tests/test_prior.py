@@ -31,6 +31,7 @@ def cli_prior(smoke_root, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_cli_writes_a_prior_the_losses_can_use(cli_prior):
     prior = load_prior(cli_prior)
     bins = color.ab_bins()
@@ -41,12 +42,14 @@ def test_cli_writes_a_prior_the_losses_can_use(cli_prior):
     assert torch.isfinite(weights).all() and (weights > 0).all()
 
 
+@pytest.mark.slow
 def test_compute_prior_matches_the_cli(smoke_root, cli_prior):
     counts = compute_prior(f"{smoke_root}/val", limit=16, image_size=32)
 
     assert torch.equal(counts, torch.from_numpy(np.load(cli_prior)))
 
 
+@pytest.mark.slow
 def test_bad_prior_files_and_arguments(smoke_root, tmp_path):
     np.save(tmp_path / "short.npy", np.ones(5))
     with pytest.raises(PriorError, match="expected"):

@@ -195,6 +195,7 @@ def service(ray_cluster, exports):
         serve.shutdown()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("photo", [color_photo, gray_photo], ids=["color", "gray"])
 @pytest.mark.parametrize("upload", ["raw", "multipart"])
 def test_round_trip_keeps_size_and_lightness(service, photo, upload):
@@ -213,6 +214,7 @@ def test_round_trip_keeps_size_and_lightness(service, photo, upload):
     assert difference.max() < 2.0 and difference.mean() < 0.5
 
 
+@pytest.mark.slow
 def test_jpeg_output_and_alpha_kept_in_png(service):
     rgba = np.dstack([np.asarray(color_photo()), np.tile(np.linspace(0, 255, 203).astype(np.uint8), (301, 1))])
     body = encode(Image.fromarray(rgba, "RGBA"))
@@ -224,6 +226,7 @@ def test_jpeg_output_and_alpha_kept_in_png(service):
     assert Image.open(io.BytesIO(jpeg.content)).size == (203, 301)
 
 
+@pytest.mark.slow
 def test_exif_orientation_is_respected(service):
     image = color_photo()
     exif = image.getexif()
@@ -253,6 +256,7 @@ def bad_requests() -> list:
     return [pytest.param(*case[1:], id=case[0]) for case in cases]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("request_options, status, message", bad_requests())
 def test_bad_input_gets_json_4xx_and_service_keeps_serving(service, request_options, status, message):
     response = requests.post(f"{service.url}/colorize", timeout=60, **request_options)
@@ -261,11 +265,13 @@ def test_bad_input_gets_json_4xx_and_service_keeps_serving(service, request_opti
     assert service.colorize(encode(gray_photo())).status_code == 200
 
 
+@pytest.mark.slow
 def test_unknown_route_is_json_404(service):
     response = requests.get(f"{service.url}/nope", timeout=10)
     assert response.status_code == 404 and response.json() == {"error": "no route GET /nope"}
 
 
+@pytest.mark.slow
 def test_concurrent_requests_are_batched(service):
     before = service.info()["counters"]
     body = encode(color_photo(), "JPEG")
@@ -278,6 +284,7 @@ def test_concurrent_requests_are_batched(service):
     assert after["largest_batch"] > 1
 
 
+@pytest.mark.slow
 def test_healthz_and_info(service, exports):
     assert requests.get(f"{service.url}/healthz", timeout=10).json() == {"status": "ok", "model": "cnn"}
     info = service.info()
@@ -288,6 +295,7 @@ def test_healthz_and_info(service, exports):
     assert set(info["counters"]) == {"requests", "rejected", "colorized", "batches", "largest_batch", "mean_batch_size"}
 
 
+@pytest.mark.slow
 def test_client_cli_round_trip(service, tmp_path):
     inputs = tmp_path / "in"
     (inputs / "nested").mkdir(parents=True)
@@ -305,6 +313,7 @@ def test_client_cli_round_trip(service, tmp_path):
     assert refused.returncode == 1 and "broken.png: not a readable image" in refused.stderr
 
 
+@pytest.mark.slow
 def test_client_cli_errors(tmp_path):
     command = [sys.executable, "-m", "colorray.client", "--out", str(tmp_path / "out")]
     missing = subprocess.run([*command, str(tmp_path / "missing.jpg")], capture_output=True, text=True, timeout=60)
@@ -380,6 +389,7 @@ class Chromium:
         self.process.wait(timeout=10)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the Debian chromium package (/usr/bin/chromium)")
 def test_html_page_uploads_and_shows_the_result_in_chromium(service, tmp_path):
     from websockets.sync.client import connect
@@ -412,6 +422,7 @@ def test_html_page_uploads_and_shows_the_result_in_chromium(service, tmp_path):
         browser.close()
 
 
+@pytest.mark.slow
 def test_user_config_swaps_the_model_without_a_restart(service, exports):
     """Runs last: swaps to a classification (bins) model through user_config, then back."""
     before = service.info()

@@ -131,6 +131,7 @@ def test_overwrite_replaces_old_shards(image_tree, tmp_path):
     assert [p.name for p in (tmp_path / "out" / "train").glob("*.tar")] == ["shard-000000.tar"]
 
 
+@pytest.mark.slow
 def test_write_shards_as_ray_tasks(image_tree, tmp_path, ray_cluster):
     summary = write_shards(image_tree, tmp_path / "out", shard_size=4, use_ray=True, progress=False)
 
@@ -159,6 +160,7 @@ def bad_inputs(root: Path, image_tree: Path) -> dict[str, tuple[list[str], str]]
     }
 
 
+@pytest.mark.slow
 def test_cli_bad_input_gives_one_line_and_status_2(image_tree, tmp_path):
     for case, (args, message) in bad_inputs(tmp_path, image_tree).items():
         done = run_cli(*args)
@@ -168,6 +170,7 @@ def test_cli_bad_input_gives_one_line_and_status_2(image_tree, tmp_path):
     assert (tmp_path / "occupied" / "train" / "shard-000000.tar").exists(), "nothing is lost without --overwrite"
 
 
+@pytest.mark.slow
 def test_cli_interrupted_leaves_nothing_half_written(image_tree, tmp_path):
     source = tmp_path / "src"
     source.mkdir()

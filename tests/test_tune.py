@@ -134,6 +134,7 @@ def test_bad_sweep_files_are_rejected_naming_the_key(tmp_path, capsys, changes, 
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_more_resources_than_the_cluster_has_are_rejected(ray_cluster, tmp_path, capsys):
     path = sweep_file(tmp_path, resources={"num_workers": 16, "cpus_per_worker": 1})
     assert main([str(path)]) == 2
@@ -141,6 +142,7 @@ def test_more_resources_than_the_cluster_has_are_rejected(ray_cluster, tmp_path,
     assert error.startswith("error: resources (each trial's scaling): scaling asks for 16 workers needing 16 CPU")
 
 
+@pytest.mark.slow
 def test_resume_without_a_sweep_is_rejected(ray_cluster, tmp_path, capsys):
     assert main([str(sweep_file(tmp_path)), "--resume"]) == 2
     assert "--resume: no sweep to continue at" in capsys.readouterr().err
