@@ -19,7 +19,7 @@ from colorray.config import TrainConfig
 from colorray.losses import combined_generator_loss, create_loss, loss_family
 
 SPACE_FAMILIES = {"ab": {"pixel"}, "bins": {"bins"}, "rgb": {"pixel"}}
-RGB_SAFE_LOSSES = {"l1", "mse", "smooth_l1", "tv"}
+RGB_SAFE_LOSSES = {"l1", "mse", "smooth_l1", "tv", "perceptual"}
 PRIOR_LOSSES = {"color_weighted", "rebalanced_ce"}
 
 

@@ -1,6 +1,7 @@
 """``perceptual`` (family ``"pixel"``): Ledig et al.'s VGG-19 feature loss, as in the HASHeD study.
 
-The RGB images rebuilt from (L, pred_ab) and (L, true_ab) are ImageNet-normalized
+The RGB images rebuilt from (L, pred_ab) and (L, true_ab) (or, for models that
+predict RGB, the predicted and true sRGB 0..1 themselves) are ImageNet-normalized
 and passed through a frozen VGG-19 (eval mode) with real ImageNet weights from
 ``colorray.models.weights`` ("imagenet" = torchvision's ``vgg19`` file in the torch hub
 cache, or a path); the loss is the MSE or L1 between their feature maps after
@@ -77,8 +78,8 @@ class PerceptualLoss(PixelLoss):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def _vgg_features(self, L: torch.Tensor, ab: torch.Tensor) -> list[torch.Tensor]:
-        rgb = color.model_outputs_to_rgb(L, ab)
+    def _vgg_features(self, L: torch.Tensor, ab_or_rgb: torch.Tensor) -> list[torch.Tensor]:
+        rgb = ab_or_rgb if ab_or_rgb.shape[1] == 3 else color.model_outputs_to_rgb(L, ab_or_rgb)
         return self.features((rgb - self.mean) / self.std)
 
     def compute(self, pred_ab: torch.Tensor, true_ab: torch.Tensor, L: torch.Tensor) -> torch.Tensor:

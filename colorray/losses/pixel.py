@@ -1,7 +1,8 @@
 """Pixel losses on normalized ab (family ``"pixel"``): l1, mse, smooth_l1, tv, color_weighted.
 
 All are called ``loss(pred_ab, true_ab, L)`` and compute in float32 whatever
-the prediction's dtype. ``color_weighted`` is the Places study's loss: each
+the prediction's dtype. The generic ones (l1, mse, smooth_l1, tv) also take
+sRGB 0..1 predictions of the models that predict RGB (N, 3, H, W). ``color_weighted`` is the Places study's loss: each
 pixel's L1 or L2 error weighted by the inverse frequency of its true color,
 i.e. Zhang et al.'s rebalancing weight of the pixel's nearest ab bin.
 """
@@ -28,10 +29,13 @@ ERRORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 class PixelLoss(nn.Module):
     """Base of the pixel family: checks shapes, casts to float32, calls ``compute``."""
 
+    channels: tuple[int, ...] = (2, 3)  # ab, or RGB for the models that predict RGB
+
     def forward(self, pred_ab: torch.Tensor, true_ab: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
-        if pred_ab.shape != true_ab.shape or pred_ab.ndim != 4 or pred_ab.shape[1] != 2:
+        if pred_ab.shape != true_ab.shape or pred_ab.ndim != 4 or pred_ab.shape[1] not in self.channels:
+            shapes = " or ".join(f"(N, {c}, H, W)" for c in self.channels)
             raise ValueError(
-                f"{type(self).__name__} needs pred_ab and true_ab of one shape (N, 2, H, W), "
+                f"{type(self).__name__} needs pred_ab and true_ab of one shape {shapes}, "
                 f"got {tuple(pred_ab.shape)} and {tuple(true_ab.shape)}"
             )
         return self.compute(pred_ab.float(), true_ab.float(), L)
@@ -60,6 +64,8 @@ class TotalVariationLoss(PixelLoss):
 
 class ColorWeightedLoss(PixelLoss):
     """mean over pixels of w(nearest bin of true ab) * error averaged over a and b; E_prior[w] = 1."""
+
+    channels = (2,)
 
     def __init__(self, class_weights: torch.Tensor, bins: torch.Tensor, base: str):
         super().__init__()

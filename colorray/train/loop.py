@@ -61,7 +61,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
             checkpoints.fail_once_if_asked(config, rank, step)
             rgb = batch["rgb"].to(device, non_blocking=True)
             L, ab = color.rgb_to_model_inputs(rgb)
-            target = rgb.float() / 255 if space == "rgb" else ab
+            target = training_target(space, rgb, ab)
             labels = batch["label"].to(device)
             if config.run.channels_last:
                 L = L.contiguous(memory_format=torch.channels_last)
@@ -104,6 +104,11 @@ def train_step(models, optimizers, objective, L, target, labels, adversarial, co
         losses.update(objective.supervised(prediction, target, L, class_logits, labels))
     step_optimizer(optimizers["generator"], losses["total"], generator, config.optim.grad_clip)
     return losses
+
+
+def training_target(space: str, rgb: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """What the generator's prediction is compared with: sRGB 0..1 for RGB models, else normalized ab."""
+    return rgb.float() / 255 if space == "rgb" else ab
 
 
 def step_optimizer(optimizer: torch.optim.Optimizer, loss: torch.Tensor, model: torch.nn.Module, clip: float) -> None:
