@@ -2,7 +2,8 @@
 
 The cluster is started with ``ray start --head`` on 127.0.0.1 (free ports, its
 own temp folder), so the same cluster serves ``ray.init`` users, ``ray job
-submit`` tests and Serve tests. Token auth is switched off (see the team notes).
+submit`` tests and Serve tests. Token auth is switched off (see the team notes), and
+weight downloads are forbidden (``COLORRAY_OFFLINE=1``): tests run offline.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+os.environ["COLORRAY_OFFLINE"] = "1"  # tests never download weights (tests/test_weights.py serves its own)
 
 
 def free_port() -> int:

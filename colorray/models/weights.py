@@ -1,52 +1,117 @@
-"""Pretrained ImageNet weights, found locally or not at all.
+"""Pretrained ImageNet weights: found in the torch hub cache, else downloaded there once per node.
 
-colorray never downloads weights. A backbone asked for with
-``pretrained="imagenet"`` is read from torchvision's file name in the torch hub
-cache (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/hub/checkpoints``);
-``pretrained=PATH`` reads that file. When the file is absent the error names
-the file and where it was looked for, so a user behind a firewall can copy it
-there. Nothing ever falls back to random weights silently.
+A backbone asked for with ``pretrained="imagenet"`` is read from torchvision's
+file (``torchvision.models.get_weight``'s URL and name) in the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/hub/checkpoints``);
+``pretrained=PATH`` reads that file. A missing cache file is downloaded on
+first use with torch's own downloader (SHA-256 checked against the hash in
+torchvision's file name, written to a temporary file and moved into place),
+under a ``filelock`` lock beside the file so the workers of one node download
+it once, announced by one line on stderr. ``COLORRAY_WEIGHTS_URL`` names a
+mirror (a base URL holding torchvision's file names); ``COLORRAY_OFFLINE=1``
+forbids downloads, and a missing file then raises one error naming the file
+and where to put it. Nothing ever falls back to random weights silently.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlparse
 
+import filelock
 import torch
+import torchvision
 from torch import nn
 
-TORCHVISION_FILES = {
-    "resnet18": "resnet18-f37072fd.pth",
-    "resnet34": "resnet34-b627a593.pth",
-    "vgg19": "vgg19-dcbb9e9d.pth",
-    "alexnet": "alexnet-owt-7be5be79.pth",
+SOURCES = {  # arch -> torchvision's weights entry (its URL and file name)
+    "resnet18": "ResNet18_Weights.IMAGENET1K_V1",
+    "resnet34": "ResNet34_Weights.IMAGENET1K_V1",
+    "vgg19": "VGG19_Weights.IMAGENET1K_V1",
+    "alexnet": "AlexNet_Weights.IMAGENET1K_V1",
 }
+OFFLINE_ENV = "COLORRAY_OFFLINE"
+MIRROR_ENV = "COLORRAY_WEIGHTS_URL"
+
+
+def _official_url(arch: str) -> str:
+    return torchvision.models.get_weight(SOURCES[arch]).url
+
+
+TORCHVISION_FILES = {arch: _official_url(arch).rsplit("/", 1)[1] for arch in SOURCES}
 
 
 class PretrainedWeightsMissing(FileNotFoundError):
-    """The pretrained weights a model, loss or metric needs are not on this machine."""
+    """The pretrained weights a model, loss or metric needs are not on this machine and cannot be fetched."""
 
 
 def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def weights_url(arch: str) -> str:
+    """Where ``arch``'s ImageNet weights are downloaded from: torchvision's URL, or the same file on the mirror."""
+    if arch not in SOURCES:
+        raise KeyError(f"no known ImageNet weights for '{arch}'; known: {', '.join(SOURCES)}")
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    return f"{mirror.rstrip('/')}/{TORCHVISION_FILES[arch]}" if mirror else _official_url(arch)
+
+
 def expected_path(arch: str) -> Path:
-    if arch not in TORCHVISION_FILES:
-        raise KeyError(f"no known ImageNet weights for '{arch}'; known: {', '.join(TORCHVISION_FILES)}")
-    return hub_checkpoint_dir() / TORCHVISION_FILES[arch]
+    """Where ``arch``'s ImageNet weights live on this machine (they may not be there yet)."""
+    return hub_checkpoint_dir() / Path(urlparse(weights_url(arch)).path).name
+
+
+def fetch(url: str, what: str) -> Path:
+    """The file at ``url`` in the torch hub cache, downloaded first if absent (once per node, under a lock)."""
+    path = hub_checkpoint_dir() / Path(urlparse(url).path).name
+    if path.is_file():
+        return path
+    if offline():
+        raise PretrainedWeightsMissing(
+            f"{what} weights not found at {path} and downloads are off ({OFFLINE_ENV}=1): copy {path.name} "
+            f"({url}) into {path.parent}, pass pretrained=PATH, or use pretrained=none to train from scratch"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(f"{path}.lock"):
+        if not path.is_file():  # another process of this node may have fetched it while we waited
+            _download(url, path, what)
+    return path
+
+
+def _download(url: str, path: Path, what: str) -> None:
+    match = torch.hub.HASH_REGEX.search(path.name)
+    print(f"colorray: downloading {what} weights {url} -> {path}", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        torch.hub.download_url_to_file(url, str(path), match.group(1) if match else None, sys.stderr.isatty())
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; a hash mismatch a RuntimeError
+        raise PretrainedWeightsMissing(
+            f"could not download {what} weights from {url} to {path}: {error}; copy {path.name} there by hand, "
+            f"set {MIRROR_ENV} to a mirror holding it, or use pretrained=none to train from scratch"
+        ) from None
+    size = path.stat().st_size / 1e6
+    print(f"colorray: downloaded {path.name} ({size:.1f} MB in {time.perf_counter() - start:.1f} s)",
+          file=sys.stderr, flush=True)
 
 
 def resolve_weights_path(arch: str, pretrained: str) -> Path:
-    """The file to load for ``pretrained`` ('imagenet' or a path); raises if it is absent."""
-    path = expected_path(arch) if pretrained == "imagenet" else Path(pretrained).expanduser()
+    """The file to load for ``pretrained`` ('imagenet': fetched if absent; or a path); raises if unavailable."""
+    if pretrained == "imagenet":
+        return fetch(weights_url(arch), f"pretrained {arch}")
+    path = Path(pretrained).expanduser()
     if not path.is_file():
-        url = f"https://download.pytorch.org/models/{TORCHVISION_FILES.get(arch, '')}"
         raise PretrainedWeightsMissing(
-            f"pretrained {arch} weights not found at {path}. colorray does not download weights: "
-            f"copy torchvision's {TORCHVISION_FILES.get(arch, arch + ' file')} ({url}) there, "
-            f"pass pretrained=PATH, or use pretrained=none to train from scratch"
+            f"pretrained {arch} weights not found at {path}: give the path of torchvision's "
+            f"{TORCHVISION_FILES.get(arch, arch + ' file')}, pretrained=imagenet to fetch it, "
+            "or pretrained=none to train from scratch"
         )
     return path
 
