@@ -1,0 +1,44 @@
+"""Study results from a votes database: rows for other tables, a text table and a CSV file."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from pathlib import Path
+
+from colorray.judge.stats import ResultRow, result_rows
+from colorray.judge.store import open_store
+
+HEADER = ("task", "system", "measure", "value", "95% interval", "votes", "raters")
+
+
+def study_rows(db_url: str) -> list[ResultRow]:
+    """Every measure of every system in the votes at ``db_url`` (``StoreError`` if it cannot be read).
+
+    The entry point for other tables, such as ``colorray.evaluate``'s.
+    """
+    return result_rows(open_store(db_url, create=False).votes())
+
+
+def text_table(rows: list[ResultRow]) -> str:
+    cells = [HEADER] + [(row.task, row.system, row.measure, f"{row.value:.3f}", interval_text(row),
+                         str(row.votes), str(row.raters)) for row in rows]
+    widths = [max(len(line[column]) for line in cells) for column in range(len(HEADER))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells)
+
+
+def interval_text(row: ResultRow) -> str:
+    if row.low is None or row.high is None:
+        return "-"
+    if not (math.isfinite(row.low) and math.isfinite(row.high)):
+        return "n/a (one vote)"
+    return f"{row.low:.3f}-{row.high:.3f}"
+
+
+def write_csv(rows: list[ResultRow], path: Path) -> None:
+    fields = [field.name for field in dataclasses.fields(ResultRow)]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(dataclasses.asdict(row) for row in rows)
