@@ -32,7 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from colorray.images import ImageError, encode_image, read_image_file
+from colorray.data.images import ImageError, encode_image, read_image_file
 from colorray.judge.items import ID_PATTERN, Item, Study
 from colorray.judge.store import EXPORT_COLUMNS, DuplicateVote, Store, VoteRecord
 from colorray.judge.tasks import ANSWERS, PAIRWISE, QUESTIONS
