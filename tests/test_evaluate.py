@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from skimage import color as skcolor
 from skimage import data as skimage_data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -108,7 +108,8 @@ def test_table_csv_json_and_sheet_agree(evaluated, results):
             assert cell_mean(cell) == pytest.approx(float(summary["mean"]), abs=0.51 * 10.0**-decimals)
     sheet = Image.open(out / "sheet.png")
     step = SIZE + 2
-    assert sheet.size == (2 + 3 * step, 14 + 2 + 3 * step)
+    header = 2 + 2 * harness.LINE_HEIGHT  # "grayscale input" and "ground truth" take two lines at 64 px
+    assert sheet.size == (2 + 3 * step, header + 2 + 3 * step)
 
 
 def test_skipped_images_are_counted_and_named(results):
@@ -249,3 +250,21 @@ def test_distributed_evaluation_merges_the_same_per_image_values(workspace, ray_
     assert (distributed / "sheet.png").is_file()
     assert not math.isnan(float(json.loads((distributed / "results.json").read_text())
                                 ["summary"][harness.GRAY_ROW]["psnr"]["ci95"]))
+
+
+def test_two_checkpoints_of_one_run_never_share_a_label_or_a_sheet_title(tmp_path):
+    torch.manual_seed(0)
+    names = ["checkpoint_2026-12-02_10-00-00.000001", "checkpoint_2026-12-02_10-05-00.000002"]
+    for folder in [f"run/{name}" for name in names] + ["a/best", "b/best"]:
+        save_generator(tmp_path / folder / "generator.pt", create_model("cnn", width=8), image_size=32)
+    checkpoints = [str(tmp_path / "run" / name) for name in names]
+    labels = list(harness.load_models(checkpoints))
+    assert labels == [f"{name} (cnn)" for name in names]
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    shown = ["".join(harness.title_lines(draw, label, SIZE)) for label in labels]  # as the sheet writes them
+    assert len(set(shown)) == 2 and all(title.endswith("(cnn)") for title in shown)
+    bests = [str(tmp_path / "a" / "best" / "generator.pt"), str(tmp_path / "b" / "best")]
+    assert list(harness.load_models(bests)) == ["a/best (cnn)", "b/best (cnn)"]
+    assert list(harness.load_models(checkpoints, ["early", "late"])) == ["early", "late"]
+    with pytest.raises(harness.EvaluateError, match="--label must be given once per --model"):
+        harness.load_models(checkpoints, ["same", "same"])

@@ -42,7 +42,7 @@ from colorray.data.loader import (
 )
 from colorray.data.prior import PriorError, load_prior
 from colorray.data.shards import is_grayscale, list_sources
-from colorray.export import ExportError
+from colorray.export import EXPORT_FILENAME, ExportError
 from colorray.inference import Colorizer, to_uint8_image
 from colorray.metrics import (
     ACCURACY_THRESHOLDS,
@@ -482,20 +482,41 @@ class Report:
         }
 
 
-def fitted_title(draw: ImageDraw.ImageDraw, title: str, width: int) -> str:
-    while title and draw.textlength(title) > width:
-        title = title[:-1]
-    return title
+TITLE_LINES = 3  # most lines of a column title
+LINE_HEIGHT = 12
 
 
-def sheet_image(rows: list[list[np.ndarray]], titles: list[str], pad: int = 2, header: int = 14) -> Image.Image:
-    """Rows of equally sized images under one line of column titles."""
+def title_lines(draw: ImageDraw.ImageDraw, title: str, width: int, most: int = TITLE_LINES) -> list[str]:
+    """``title`` cut into lines that fit ``width``; a title longer than ``most`` lines loses its middle, not its end.
+
+    Labels that differ only at the end (two checkpoints of one run) thus stay tellable apart on the sheet.
+    """
+    lines, line = [], ""
+    for char in title:
+        if line and draw.textlength(line + char) > width:
+            lines.append(line)
+            line = ""
+        line += char
+    lines.append(line)
+    if len(lines) <= most:
+        return lines
+    tail = ""
+    while len(tail) < len(title) and draw.textlength("..." + title[-len(tail) - 1:]) <= width:
+        tail = title[-len(tail) - 1:]
+    return [*lines[:most - 1], "..." + tail]
+
+
+def sheet_image(rows: list[list[np.ndarray]], titles: list[str], pad: int = 2) -> Image.Image:
+    """Rows of equally sized images under their column titles (wrapped over up to three lines)."""
     size = rows[0][0].shape[0]
     step = size + pad
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    wrapped = [title_lines(draw, title, size) for title in titles]
+    header = 2 + LINE_HEIGHT * max(len(lines) for lines in wrapped)
     canvas = Image.new("RGB", (pad + len(titles) * step, header + pad + len(rows) * step), "white")
     draw = ImageDraw.Draw(canvas)
-    for column, title in enumerate(titles):
-        draw.text((pad + column * step, 1), fitted_title(draw, title, size), fill="black")
+    for column, lines in enumerate(wrapped):
+        draw.multiline_text((pad + column * step, 1), "\n".join(lines), fill="black", spacing=2)
     for row_number, row in enumerate(rows):
         for column, image in enumerate(row):
             canvas.paste(Image.fromarray(image), (pad + column * step, header + pad + row_number * step))
@@ -519,14 +540,30 @@ def write_report(report: Report, out: Path) -> list[Path]:
 
 
 def model_labels(paths: list[str], infos: list[Any]) -> list[str]:
-    """A short unique row name per model: its folder or file name and architecture."""
-    labels = []
-    for path, info in zip(paths, infos):
-        place = Path(path)
-        name = place.parent.name if place.name == "generator.pt" else place.stem if place.is_file() else place.name
-        label = f"{name} ({info.model})"
+    """A unique row name per model: the shortest tail of its path that tells it from the others, and its architecture.
+
+    ``runs/a/generator.pt`` and ``runs/b/generator.pt`` become ``a (cnn)`` and ``b (cnn)``; two checkpoints
+    of one run keep their run and checkpoint names (``run/checkpoint_... (cnn)``). The same path twice gets ``#n``.
+    """
+    parts = [_label_parts(path) for path in paths]
+    depth = 1
+    while depth < max(len(p) for p in parts) and len({tuple(p[-depth:]) for p in parts}) < len(set(map(tuple, parts))):
+        depth += 1
+    labels: list[str] = []
+    for place, info in zip(parts, infos):
+        label = f"{'/'.join(place[-depth:])} ({info.model})"
         labels.append(label if label not in labels else f"{label} #{len(labels) + 1}")
     return labels
+
+
+def _label_parts(path: str) -> list[str]:
+    """The path's names, without the export file name (``generator.pt`` or ``.pt``) that every model shares."""
+    place = Path(path).expanduser().resolve()
+    if place.name == EXPORT_FILENAME:
+        place = place.parent
+    elif place.is_file():
+        place = place.with_suffix("")
+    return [name for name in place.parts if name != place.anchor] or [str(place)]
 
 
 def check_output(out: Path) -> None:
@@ -547,9 +584,14 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise EvaluateError(f"--temperature must be >= 0, got {args.temperature}")
 
 
-def load_models(paths: list[str]) -> dict[str, Colorizer]:
+def load_models(paths: list[str], labels: list[str] | None = None) -> dict[str, Colorizer]:
+    """The models by row name: ``labels`` (one per path, unique) or names made from the paths."""
+    if labels and (len(labels) != len(paths) or len(set(labels)) != len(labels)):
+        raise EvaluateError(f"--label must be given once per --model ({len(paths)}), each different; got {labels}")
+    if labels and set(labels) & {GRAY_ROW, TRUTH_ROW}:
+        raise EvaluateError(f"--label may not be '{GRAY_ROW}' or '{TRUTH_ROW}' (rows of every table)")
     colorizers = [Colorizer.from_path(path) for path in paths]
-    return dict(zip(model_labels(paths, [c.info for c in colorizers]), colorizers))
+    return dict(zip(labels or model_labels(paths, [c.info for c in colorizers]), colorizers))
 
 
 def evaluate(args: argparse.Namespace) -> tuple[Report, Path]:
@@ -563,32 +605,41 @@ def evaluate(args: argparse.Namespace) -> tuple[Report, Path]:
     prior = load_prior(args.prior) if args.prior else None
     settings = Settings(args.size, args.batch_size, args.temperature, args.workers,
                         color.rebalance_weights(prior, color.ab_bins()) if prior is not None else None)
-    colorizers = load_models(args.model)
+    colorizers = load_models(args.model, args.label)
+    report = score_models(data, args.data, colorizers, args.model, settings, args.limit, args.sheet_images,
+                          args.distributed)
+    report.settings["prior"] = args.prior or None
+    write_report(report, out)
+    return report, out
+
+
+def score_models(data: ShardSet | FolderData, spec: str, colorizers: dict[str, Colorizer], paths: list[str],
+                 settings: Settings, limit: int = 0, sheet_images: int = 8, distributed: bool = False) -> Report:
+    """Score loaded models (row name -> Colorizer, loaded from ``paths``) on ``data`` (opened from ``spec``)."""
     device = next(iter(colorizers.values())).device
-    if args.distributed:
-        result = evaluate_distributed(data, dict(zip(colorizers, args.model)), settings, args.limit,
-                                      args.sheet_images)
+    if distributed:
+        result = evaluate_distributed(data, dict(zip(colorizers, paths)), settings, limit, sheet_images)
     else:
-        result = evaluate_local(data, Evaluator(colorizers, settings, device), args.limit, args.sheet_images)
+        result = evaluate_local(data, Evaluator(colorizers, settings, device), limit, sheet_images)
     if not result.keys:
         counts = result.skips.counts
-        raise EvaluateError(f"no color image to score in {args.data}: {counts['grayscale']} grayscale "
+        raise EvaluateError(f"no color image to score in {spec}: {counts['grayscale']} grayscale "
                             f"(no ground-truth color), {counts['unreadable']} unreadable")
     summary = {row: summarize(values) for row, values in result.values.items()}
     models = [{"label": label, "path": path, "info": colorizer.info.to_dict()}
-              for (label, colorizer), path in zip(colorizers.items(), args.model)]
-    run_settings = {"size": args.size, "batch_size": args.batch_size, "limit": args.limit,
-                    "temperature": args.temperature, "prior": args.prior or None, "distributed": args.distributed,
-                    "device": "ray tasks" if args.distributed else str(device)}
-    report = Report(result, summary, data.description, models, run_settings, "lpips" in summary[GRAY_ROW])
-    write_report(report, out)
-    return report, out
+              for (label, colorizer), path in zip(colorizers.items(), paths)]
+    run_settings = {"size": settings.size, "batch_size": settings.batch_size, "limit": limit,
+                    "temperature": settings.temperature, "prior": None, "distributed": distributed,
+                    "device": "ray tasks" if distributed else str(device)}
+    return Report(result, summary, data.description, models, run_settings, "lpips" in summary[GRAY_ROW])
 
 
 def parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(prog="python -m colorray.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", required=True,
                    help="export file, Tune best/ folder, checkpoint or run folder (repeat for several models)")
+    p.add_argument("--label", action="append", default=None,
+                   help="row name of the --model at the same position (repeat once per --model; default: from the paths)")
     p.add_argument("--data", required=True, help="val shards (folder, dataset root, brace pattern, URL) "
                                                  "or a folder of color photos")
     p.add_argument("--out", default="", help="new output folder (default: eval-<timestamp>)")
