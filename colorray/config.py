@@ -160,6 +160,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
         _, value_hint = typing.get_args(hint)
         return {str(k): _coerce(v, value_hint, f"{key}.{k}") for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        (item_hint,) = typing.get_args(hint)
+        return [_coerce(v, item_hint, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):

@@ -55,3 +55,17 @@ def test_bad_files_and_overrides_are_named(tmp_path):
         load_config(broken)
     with pytest.raises(ConfigError, match="must look like section.key=value"):
         load_config(None, ["optim.lr"])
+
+
+def test_list_fields_are_checked_item_by_item():
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Holder:
+        sizes: list[int] = field(default_factory=list)
+
+    assert config_from_dict({"sizes": [1, 2]}, Holder).sizes == [1, 2]
+    with pytest.raises(ConfigError, match=r"config key 'sizes\[1\]' must be of type int"):
+        config_from_dict({"sizes": [1, "two"]}, Holder)
+    with pytest.raises(ConfigError, match="config key 'sizes' must be a list"):
+        config_from_dict({"sizes": 3}, Holder)
