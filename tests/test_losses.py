@@ -258,3 +258,15 @@ def test_perceptual_rejects_partial_files_and_unknown_layers(tmp_path, vgg19_che
         create_loss("perceptual", pretrained=str(path), layers=["relu3_1"])
     with pytest.raises(ValueError, match="relu1_1"):
         create_loss("perceptual", pretrained=str(path), layers=["relu9_9"])
+
+
+def test_perceptual_options_are_accepted_for_the_gan_mix_only():
+    from colorray.config import config_from_dict
+    from colorray.losses.objective import check_losses
+
+    options = {"perceptual": {"layers": ["relu3_3"], "pretrained": "none"}}
+    mixed = config_from_dict({"gan": {"enabled": True, "gamma": 0.5}, "loss": {"options": options}})
+    check_losses(mixed, "ab")  # the GAN objective's perceptual term reads loss.options.perceptual
+    plain = config_from_dict({"loss": {"options": options}})
+    with pytest.raises(ValueError, match="loss.options names 'perceptual', which is not in loss.terms"):
+        check_losses(plain, "ab")

@@ -45,9 +45,11 @@ def check_losses(config: TrainConfig, output_space: str) -> None:
             raise ValueError(f"loss '{name}' works on ab; RGB models take {', '.join(sorted(RGB_SAFE_LOSSES))}")
         if weight < 0:
             raise ValueError(f"loss.terms.{name} must be >= 0, got {weight}")
+    gan_perceptual = config.gan.enabled and config.gan.gamma < 1  # the GAN objective's own perceptual term
     for name in config.loss.options:
-        if name not in config.loss.terms:
-            raise ValueError(f"loss.options names '{name}', which is not in loss.terms")
+        if name not in config.loss.terms and not (name == "perceptual" and gan_perceptual):
+            raise ValueError(f"loss.options names '{name}', which is not in loss.terms "
+                             "(perceptual options also apply in GAN mode with gan.gamma < 1)")
 
 
 class Objective:
