@@ -36,6 +36,7 @@ SIZES = [(64, 64), (70, 90)]
 SMALL_VARIANTS = {
     "cnn": [({"width": 8}, (20_000, 23_000))],
     "unet": [({"ngf": 8, "num_downs": 6}, (440_000, 480_000))],
+    "unet_rgb": [({"ngf": 8, "num_downs": 6}, (440_000, 480_000))],
     "attention_unet": [
         ({"ngf": 8, "num_downs": 6}, (450_000, 490_000)),
         ({"encoder": "resnet18"}, (14_000_000, 15_000_000)),

@@ -1,11 +1,13 @@
-"""``unet``: the pix2pix U-Net generator (``unet_256``) predicting ab.
+"""``unet``: the pix2pix U-Net generator (``unet_256``) predicting ab; ``unet_rgb``: the same predicting sRGB.
 
 ``num_downs`` down blocks (4x4 stride-2 conv + BatchNorm + LeakyReLU 0.2; no
 BatchNorm in the outermost and innermost) with ``ngf * min(2**i, 8)`` channels,
 mirrored up blocks (4x4 stride-2 transposed conv + BatchNorm + ReLU) joined to
 each down block's output, dropout 0.5 in the ``num_downs - 5`` up blocks after
 the innermost (three for ``unet_256``), as in pix2pix. ``pix2pix_unet`` with
-``attention=True`` is ``attention_unet``'s plain variant.
+``attention=True`` is ``attention_unet``'s plain variant. ``unet_rgb`` (the
+Michigan study's GAN on RGB) ends in three channels and a sigmoid instead of
+two and a tanh.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class DownPath(nn.Module):
         return features
 
 
-def pix2pix_unet(ngf: int, num_downs: int, dropout: bool, attention: bool, name: str) -> UNet:
+def pix2pix_unet(ngf: int, num_downs: int, dropout: bool, attention: bool, name: str, rgb: bool = False) -> UNet:
     if num_downs < 2 or ngf < 1:
         raise ValueError(f"{name} needs num_downs >= 2 and ngf >= 1, got num_downs={num_downs}, ngf={ngf}")
     channels = [ngf * min(2**i, 8) for i in range(num_downs)]
@@ -63,10 +65,16 @@ def pix2pix_unet(ngf: int, num_downs: int, dropout: bool, attention: bool, name:
         up = up_block(in_ch, skip_ch, dropout=dropout and 1 <= depth <= num_downs - 5)
         stages.append(DecoderStage(up, nn.Identity(), skip_ch, skip_ch, attention))
         in_ch = 2 * skip_ch
-    head = nn.Sequential(nn.ConvTranspose2d(in_ch, 2, 4, stride=2, padding=1), nn.Tanh())
+    out_ch, activation = (3, nn.Sigmoid()) if rgb else (2, nn.Tanh())
+    head = nn.Sequential(nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1), activation)
     return UNet(DownPath(channels), stages, head, multiple=2**num_downs, name=name)
 
 
 @MODELS.register("unet", output="ab")
 def unet(ngf: int = 64, num_downs: int = 8, dropout: bool = True) -> nn.Module:
     return pix2pix_unet(ngf, num_downs, dropout, attention=False, name="unet")
+
+
+@MODELS.register("unet_rgb", output="rgb")
+def unet_rgb(ngf: int = 64, num_downs: int = 8, dropout: bool = True) -> nn.Module:
+    return pix2pix_unet(ngf, num_downs, dropout, attention=False, name="unet_rgb", rgb=True)
