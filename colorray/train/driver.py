@@ -44,14 +44,17 @@ def build_trainer(config: TrainConfig, callbacks: list | None = None) -> TorchTr
     )
 
 
-def connect_ray() -> None:
-    """Join the running cluster (ray job submit, RAY_ADDRESS, `ray start`), else start a local Ray."""
+def connect_ray(log_to_driver: bool = True) -> None:
+    """Join the running cluster (ray job submit, RAY_ADDRESS, `ray start`), else start a local Ray.
+
+    ``log_to_driver=False`` keeps the workers' lines (also in each run's logs) off this process's console.
+    """
     if ray.is_initialized():
         return
     try:
-        ray.init(address="auto", log_to_driver=True)
+        ray.init(address="auto", log_to_driver=log_to_driver)
     except ConnectionError:
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1")
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=log_to_driver)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -30,7 +30,7 @@ import ray.train
 from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
-from colorray.config import ConfigError, config_to_dict, dump_config
+from colorray.config import ConfigError, TrainConfig, config_to_dict, dump_config
 from colorray.export import EXPORT_FILENAME
 from colorray.train import checkpoints, preflight
 from colorray.train.driver import build_trainer, connect_ray
@@ -55,7 +55,11 @@ SCHEDULER_STATE = "scheduler_state.pkl"
 
 def trial_fn(sampled: dict, base: dict, trials_uri: str) -> None:
     """One Tune trial: a Ray Train run of the base config with the sampled values, reporting to Tune."""
-    config = trial_config(base, sampled)
+    run_trial(trial_config(base, sampled), trials_uri)
+
+
+def run_trial(config: TrainConfig, trials_uri: str) -> None:
+    """Fit ``config`` as this Tune trial's Ray Train run, named after the trial id (stable across resumes)."""
     config.run.name = ray.tune.get_context().get_trial_id()
     config.run.storage_path = trials_uri
     checkpoints.save_run_config(config)
@@ -63,24 +67,30 @@ def trial_fn(sampled: dict, base: dict, trials_uri: str) -> None:
 
 
 class TrialLog(tune.Callback):
-    """One line per finished trial, so people (and tests) can follow the sweep."""
+    """One line per finished trial, with its sampled values, so people (and tests) can follow the sweep."""
 
-    def __init__(self, metric: str):
-        self.metric = metric
+    def __init__(self, metric: str, keys: list[str], prefix: str = "colorray.tune"):
+        self.metric, self.keys, self.prefix = metric, keys, prefix
+
+    def _name(self, trial) -> str:
+        values = " ".join(f"{key}={_label((trial.config or {}).get(key))}" for key in self.keys)
+        return f"trial {trial.trial_id} ({values})" if values else f"trial {trial.trial_id}"
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result or {}
         value = result.get(self.metric)
         shown = f"{self.metric} {value:.4f}" if isinstance(value, (int, float)) else "no result"
-        print(f"colorray.tune: trial {trial.trial_id} finished at epoch {result.get('epoch')} ({shown})", flush=True)
+        print(f"{self.prefix}: {self._name(trial)} finished at epoch {result.get('epoch')} ({shown})", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        print(f"colorray.tune: trial {trial.trial_id} failed: see {trial.path}", flush=True)
+        print(f"{self.prefix}: {self._name(trial)} failed: see {trial.path}", flush=True)
 
 
-def build_tuner(sweep: Sweep, resume: bool, out: Path) -> tune.Tuner:
+def build_tuner(sweep: Sweep, resume: bool, out: Path, trainable=None, prefix: str = "colorray.tune",
+                verbose: int = 1) -> tune.Tuner:
+    """The sweep's Tuner; ``trainable`` (default: ``trial_fn`` over the sweep's base) takes the sampled values."""
     trainable = tune.with_resources(
-        tune.with_parameters(trial_fn, base=config_to_dict(sweep.base), trials_uri=sweep.trials_uri),
+        trainable or tune.with_parameters(trial_fn, base=config_to_dict(sweep.base), trials_uri=sweep.trials_uri),
         {"cpu": TRIAL_CPU},
     )
     if resume:
@@ -96,7 +106,7 @@ def build_tuner(sweep: Sweep, resume: bool, out: Path) -> tune.Tuner:
             time_budget_s=spec.time_budget_s or None,
         ),
         run_config=tune.RunConfig(name=spec.name, storage_path=sweep.storage_uri,
-                                  callbacks=[TrialLog(spec.metric)], verbose=1),
+                                  callbacks=[TrialLog(spec.metric, sweep.keys, prefix)], verbose=verbose),
     )
 
 
@@ -126,12 +136,12 @@ class TrialRow:
 
 
 def trial_rows(sweep: Sweep, grid) -> list[TrialRow]:
-    rows = [_trial_row(sweep, result) for result in grid]
+    rows = [trial_row(sweep, result) for result in grid]
     better = (lambda v: -v) if sweep.spec.mode == "max" else (lambda v: v)
     return sorted(rows, key=lambda r: (r.best is None, better(r.best) if r.best is not None else 0))
 
 
-def _trial_row(sweep: Sweep, result) -> TrialRow:
+def trial_row(sweep: Sweep, result) -> TrialRow:
     metric, max_epochs = sweep.spec.metric, sweep.base.run.epochs
     params = {key: (result.config or {}).get(key) for key in sweep.keys}
     row = TrialRow(str(result.metrics.get("trial_id") or Path(result.path).name), "error", params)
