@@ -167,6 +167,8 @@ def _check(recipe: Recipe) -> None:
         raise RecipeError(f"{where}: name '{spec.name}' must be the file's name '{recipe.path.stem}'")
     if sorted(spec.scales) != sorted(SCALES):
         raise RecipeError(f"{where}: scales must be exactly {', '.join(SCALES)}, got {', '.join(spec.scales)}")
+    for scale in SCALES:
+        scale_settings(recipe, scale)
     for key in spec.metrics:
         if key not in METRIC_KEYS:
             raise RecipeError(f"{where}: unknown metric '{key}'{suggest(key, METRIC_KEYS)}; "
