@@ -96,7 +96,8 @@ class RunSettings:
     metric: str = "val/psnr"
     mode: str = "max"
     max_failures: int = 2
-    log_every_steps: int = 10
+    log_every_steps: int = 10  # TensorBoard train scalars every N steps (and at each epoch end)
+    print_every_steps: int = 0  # a console line every N steps within an epoch; 0: one line per epoch
     sample_images: int = 8  # validation images in the PNG grid
     fail_once_at_step: int = -1  # test-only: rank 0 raises once at this global step
 

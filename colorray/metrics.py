@@ -188,12 +188,13 @@ class LPIPSMetric(nn.Module):
         return self.model(pred, true, normalize=True).flatten()
 
 
-def load_lpips_or_none(pretrained: str = "imagenet") -> LPIPSMetric | None:
-    """An ``LPIPSMetric``, or None (logged) when the AlexNet weights are not on this machine."""
+def load_lpips_or_none(pretrained: str = "imagenet", warn: bool = True) -> LPIPSMetric | None:
+    """An ``LPIPSMetric``, or None (a one-line warning if ``warn``) when the AlexNet weights cannot be had."""
     try:
         return LPIPSMetric(pretrained)
     except PretrainedWeightsMissing as error:
-        log.warning("LPIPS unavailable: %s", error)
+        if warn:
+            log.warning("LPIPS unavailable: %s", error.reason)
         return None
 
 

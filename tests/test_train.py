@@ -1,10 +1,11 @@
-"""End-to-end training on a real local Ray cluster: the default run, GAN mode, resume, fault recovery,
+"""End-to-end training on a real local Ray cluster: the default run and its console, GAN mode, resume, fault recovery,
 ``ray job submit``, and the clear errors for bad input."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from colorray.train.driver import main
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colors the "(RayTrainWorker pid=...)" prefixes
 FAST = ["data.samples_per_epoch=64", "data.val_samples=16", "run.sample_images=4", "data.batch_size=8"]
 
 
@@ -29,11 +31,22 @@ def checkpoint_dirs(run: Path) -> list[Path]:
     return sorted(p for p in run.glob("checkpoint_*") if p.is_dir())
 
 
-def test_default_run_writes_checkpoint_metrics_samples_and_export(ray_cluster, tmp_path, capsys):
-    assert main([f"run.storage_path={tmp_path}", "run.name=default", "run.epochs=2", *FAST]) == 0
+def test_default_run_fits_a_screen_and_writes_checkpoint_metrics_samples_and_export(ray_cluster, tmp_path):
+    """The default command (two short epochs) as a user runs it: a console within 40 lines of 200 characters."""
+    command = [sys.executable, "-m", "colorray.train", f"run.storage_path={tmp_path}", "run.name=default",
+               "run.epochs=2", *FAST]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run = tmp_path / "default"
-    out = capsys.readouterr().out
-    assert "finished run 'default'" in out and str(run / "generator.pt") in out
+    lines = ANSI.sub("", done.stdout + done.stderr).splitlines()
+    assert len(lines) <= 40 and max(map(len, lines)) <= 200, "\n".join(lines)
+    epoch_lines = [line for line in lines if re.search(r"epoch \d/2 step \d+ \| loss [\d.]+ \| val psnr", line)]
+    assert len(epoch_lines) == 2 and all(" img/s | " in line for line in epoch_lines)
+    assert sum("LPIPS unavailable" in line for line in lines) == 1  # offline: once per run, not per rank
+    assert not [line for line in lines if "TrainingReport" in line or "Checkpoint successfully created" in line]
+    assert "  data: batch_size=8 val_samples=16 samples_per_epoch=64" in lines  # what differs from the defaults
+    assert f"  generator export: {run / 'generator.pt'}" in lines
+    assert any(line.startswith(f"  checkpoint: {run}/checkpoint_") for line in lines)
     lines = metrics_lines(run)
     assert [line["epoch"] for line in lines] == [1, 2]
     assert {"val/psnr", "val/ssim", "val/colorfulness_gap", "train/total"} <= set(lines[-1])

@@ -117,7 +117,8 @@ def test_a_mirror_serving_a_foreign_file_is_refused_and_nothing_is_cached(server
     assert weights.weights_url("resnet18") == f"{server.url}/resnet18-f37072fd.pth"
     with pytest.raises(weights.PretrainedWeightsMissing, match=re.escape("invalid hash value")) as caught:
         create_model("resnet_unet", pretrained="imagenet")
-    assert f"could not download pretrained resnet18 weights from {server.url}/resnet18" in str(caught.value)
+    assert "could not download pretrained resnet18 weights resnet18-f37072fd.pth (" in str(caught.value)
+    assert f"fetch {server.url}/resnet18-f37072fd.pth into {online} by hand" in str(caught.value)
     assert server.gets == ["/resnet18-f37072fd.pth"]
     assert not (online / "resnet18-f37072fd.pth").exists()
     assert not [path for path in online.iterdir() if path.suffix == ".partial"]
@@ -125,7 +126,9 @@ def test_a_mirror_serving_a_foreign_file_is_refused_and_nothing_is_cached(server
 
 def test_an_unreachable_source_names_the_file_and_the_way_out(online, monkeypatch):
     monkeypatch.setenv(weights.MIRROR_ENV, "http://127.0.0.1:9")  # the discard port: nothing listens
-    with pytest.raises(weights.PretrainedWeightsMissing, match="could not download pretrained alexnet weights "
-                       "from http://127.0.0.1:9/alexnet-owt-7be5be79.pth") as caught:
+    with pytest.raises(weights.PretrainedWeightsMissing) as caught:
         weights.resolve_weights_path("alexnet", "imagenet")
-    assert "COLORRAY_WEIGHTS_URL" in str(caught.value) and "pretrained=none" in str(caught.value)
+    assert caught.value.reason.startswith("could not download pretrained alexnet weights alexnet-owt-7be5be79.pth (")
+    message = str(caught.value)
+    assert "fetch http://127.0.0.1:9/alexnet-owt-7be5be79.pth into" in message
+    assert "COLORRAY_WEIGHTS_URL" in message and "pretrained=none" in message and "\n" not in message

@@ -45,7 +45,14 @@ TORCHVISION_FILES = {arch: _official_url(arch).rsplit("/", 1)[1] for arch in SOU
 
 
 class PretrainedWeightsMissing(FileNotFoundError):
-    """The pretrained weights a model, loss or metric needs are not on this machine and cannot be fetched."""
+    """The pretrained weights a model, loss or metric needs are not on this machine and cannot be fetched.
+
+    The message is ``reason: advice``; ``reason`` alone (what is missing, where, why) suits a warning line.
+    """
+
+    def __init__(self, reason: str, advice: str = ""):
+        super().__init__(f"{reason}: {advice}" if advice else reason)
+        self.reason = reason
 
 
 def hub_checkpoint_dir() -> Path:
@@ -76,8 +83,9 @@ def fetch(url: str, what: str) -> Path:
         return path
     if offline():
         raise PretrainedWeightsMissing(
-            f"{what} weights not found at {path} and downloads are off ({OFFLINE_ENV}=1): copy {path.name} "
-            f"({url}) into {path.parent}, pass pretrained=PATH, or use pretrained=none to train from scratch"
+            f"{what} weights not found at {path} and downloads are off ({OFFLINE_ENV}=1)",
+            f"copy {path.name} ({url}) into {path.parent}, pass pretrained=PATH, or use pretrained=none "
+            "to train from scratch",
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(f"{path}.lock"):
@@ -94,8 +102,9 @@ def _download(url: str, path: Path, what: str) -> None:
         torch.hub.download_url_to_file(url, str(path), match.group(1) if match else None, sys.stderr.isatty())
     except (OSError, RuntimeError) as error:  # URLError is an OSError; a hash mismatch a RuntimeError
         raise PretrainedWeightsMissing(
-            f"could not download {what} weights from {url} to {path}: {error}; copy {path.name} there by hand, "
-            f"set {MIRROR_ENV} to a mirror holding it, or use pretrained=none to train from scratch"
+            f"could not download {what} weights {path.name} ({error})",
+            f"fetch {url} into {path.parent} by hand, set {MIRROR_ENV} to a mirror holding it, "
+            "or use pretrained=none to train from scratch",
         ) from None
     size = path.stat().st_size / 1e6
     print(f"colorray: downloaded {path.name} ({size:.1f} MB in {time.perf_counter() - start:.1f} s)",
@@ -109,9 +118,9 @@ def resolve_weights_path(arch: str, pretrained: str) -> Path:
     path = Path(pretrained).expanduser()
     if not path.is_file():
         raise PretrainedWeightsMissing(
-            f"pretrained {arch} weights not found at {path}: give the path of torchvision's "
-            f"{TORCHVISION_FILES.get(arch, arch + ' file')}, pretrained=imagenet to fetch it, "
-            "or pretrained=none to train from scratch"
+            f"pretrained {arch} weights not found at {path}",
+            f"give the path of torchvision's {TORCHVISION_FILES.get(arch, arch + ' file')}, "
+            "pretrained=imagenet to fetch it, or pretrained=none to train from scratch",
         )
     return path
 

@@ -29,6 +29,7 @@ from colorray.config import (
     is_remote,
 )
 from colorray.export import EXPORT_FILENAME, save_generator, unwrap
+from colorray.train import console
 
 RUN_CONFIG_FILE = "config.yaml"
 STATE_FILE = "state.pt"
@@ -108,11 +109,12 @@ def fail_once_if_asked(config: TrainConfig, rank: int, step: int) -> None:
 
 
 class Artifacts:
-    """Rank 0's progress lines, metrics log, TensorBoard scalars and sample grids."""
+    """Rank 0's console lines (one per epoch), metrics log, TensorBoard scalars and sample grids."""
 
     def __init__(self, config: TrainConfig, rank: int):
         self.config = config
         self.active = rank == 0
+        self.rate = 0.0  # training images/s of the epoch so far
         self.folder = run_dir(config) if self.active else None
         self.writer = None
         if self.folder is not None:
@@ -121,20 +123,22 @@ class Artifacts:
             self.writer = SummaryWriter(str(self.folder / "tensorboard"))
 
     def log_progress(self, epoch, step, batch, batches, rate, losses) -> None:
+        """Called after every step: TensorBoard every run.log_every_steps, the console every run.print_every_steps."""
         if not self.active:
             return
-        parts = " ".join(f"{name.removeprefix('train/')} {value:.4f}" for name, value in losses.items())
-        logger.info(f"epoch {epoch + 1}/{self.config.run.epochs} batch {batch}/{batches} step {step} | "
-                    f"{rate:.1f} img/s | {parts}")
-        if self.writer is not None:
+        self.rate, run = rate, self.config.run
+        if run.print_every_steps and step % run.print_every_steps == 0 and batch < batches:
+            parts = " ".join(f"{name.removeprefix('train/')} {value:.4f}" for name, value in losses.items())
+            logger.info(console.clip(f"epoch {epoch + 1}/{run.epochs} batch {batch}/{batches} step {step} | "
+                                     f"{rate:.1f} img/s | {parts}"))
+        if self.writer is not None and (step % run.log_every_steps == 0 or batch == batches):
             for name, value in losses.items():
                 self.writer.add_scalar(name, value, step)
 
-    def log_epoch(self, epoch, step, metrics, samples) -> None:
+    def log_epoch(self, epoch, step, metrics, samples, seconds) -> None:
         if not self.active:
             return
-        shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val/"))
-        logger.info(f"epoch {epoch}/{self.config.run.epochs} done at step {step} | {shown}")
+        logger.info(console.epoch_line(self.config, epoch, step, metrics, self.rate, seconds))
         if self.folder is None:
             return
         with open(self.folder / "metrics.jsonl", "a") as handle:
@@ -172,7 +176,8 @@ def finish(config: TrainConfig, result) -> str:
         samples = sorted((folder / "samples").glob("*.png"))
         lines += [
             f"  generator export: {export}",
-            f"  metrics: {folder / 'metrics.jsonl'} (tensorboard --logdir {folder / 'tensorboard'})",
+            f"  metrics: {folder / 'metrics.jsonl'}",
+            f"  tensorboard --logdir {folder / 'tensorboard'}",
             f"  samples: {samples[-1] if samples else 'none'}",
         ]
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 ``main`` loads and checks the config, connects to Ray (the running cluster
 inside ``ray job submit`` or when ``RAY_ADDRESS`` is set, else a local one) and
-runs ``colorray.train.loop.train_loop_per_worker`` on a ``TorchTrainer``.
+runs ``colorray.train.loop.train_loop_per_worker`` on a ``TorchTrainer``. The console
+is kept to a screen (``colorray.train.console``); ``--verbose`` lets Ray's own logs through.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from ray.train.torch import TorchTrainer
 
 from colorray import cli
 from colorray.config import TrainConfig, absolute_location, config_to_dict, dump_config
-from colorray.train import checkpoints, preflight
+from colorray.train import checkpoints, console, preflight
 from colorray.train.loop import train_loop_per_worker
 
 
-def build_trainer(config: TrainConfig, callbacks: list | None = None) -> TorchTrainer:
+def build_trainer(config: TrainConfig, callbacks: list | None = None, verbose: bool = False) -> TorchTrainer:
     scaling, run = config.scaling, config.run
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
@@ -40,21 +41,24 @@ def build_trainer(config: TrainConfig, callbacks: list | None = None) -> TorchTr
             ),
             failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
             callbacks=callbacks,
+            logging_config=ray.train.LoggingConfig(console.train_log_level(verbose)),
         ),
     )
 
 
-def connect_ray(log_to_driver: bool = True) -> None:
+def connect_ray(log_to_driver: bool = True, verbose: bool = False) -> None:
     """Join the running cluster (ray job submit, RAY_ADDRESS, `ray start`), else start a local Ray.
 
     ``log_to_driver=False`` keeps the workers' lines (also in each run's logs) off this process's console.
+    Ray's start-up banners are INFO logs: shown only when ``verbose``.
     """
     if ray.is_initialized():
         return
+    level = console.ray_log_level(verbose)
     try:
-        ray.init(address="auto", log_to_driver=log_to_driver)
+        ray.init(address="auto", log_to_driver=log_to_driver, logging_level=level)
     except ConnectionError:
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=log_to_driver)
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=log_to_driver, logging_level=level)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,6 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", metavar="PATH_OR_RUN",
                         help="continue a stopped run: its folder, or its run.name under run.storage_path")
     parser.add_argument("--print-config", action="store_true", help="print the full config and exit")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print the full config and Ray's own logs (per-report dumps, start-up banners)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides, e.g. model.name=unet optim.lr=2e-4 gan.enabled=true")
     return parser.parse_args(argv)
@@ -79,15 +85,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(dump_config(config), end="")
             return 0
-        connect_ray()
+        connect_ray(verbose=args.verbose)
         preflight.check_cluster(config)
     except preflight.PREFLIGHT_ERRORS as error:
         return cli.fail(error)
-    print(f"colorray.train: {preflight.describe_data(config)}\n--- config ---\n{dump_config(config)}--------------")
+    print("\n".join(header_lines(config, args.verbose)), flush=True)
     checkpoints.save_run_config(config)
     try:
-        result = build_trainer(config).fit()
+        result = build_trainer(config, verbose=args.verbose).fit()
     except ray.train.TrainingFailedError as error:
         return cli.fail(f"training failed: {error}", code=1)
     print(checkpoints.finish(config, result))
     return 0
+
+
+def header_lines(config: TrainConfig, verbose: bool) -> list[str]:
+    """Run name, data and the config: what differs from the defaults, or (verbose) the whole YAML."""
+    location = f"{absolute_location(config.run.storage_path).rstrip('/')}/{config.run.name}"
+    lines = [f"colorray.train: run '{config.run.name}' in {location}",
+             *(console.clip(f"  {part}") for part in preflight.describe_data(config).split("; "))]
+    if verbose:
+        return [*lines, "--- config ---", dump_config(config).rstrip("\n"), "--------------"]
+    return [*lines, console.clip(f"  config (what differs from the defaults; all of it in {location}/config.yaml):"),
+            *console.config_lines(config)]

@@ -73,9 +73,8 @@ def train_loop_per_worker(config_dict: dict) -> None:
                 schedulers["critic"].step()
             step += 1
             seen += L.shape[0] * world_size
-            if step % config.run.log_every_steps == 0 or batch_index + 1 == len(loader):
-                rate = seen / (time.perf_counter() - clock)
-                artifacts.log_progress(epoch, step, batch_index + 1, len(loader), rate, losses)
+            rate = seen / (time.perf_counter() - clock)
+            artifacts.log_progress(epoch, step, batch_index + 1, len(loader), rate, losses)
             if config.run.checkpoint_every_steps and step % config.run.checkpoint_every_steps == 0:
                 state = checkpoints.Position(epoch, batch_index + 1, step, last_val)
                 report({**losses, **last_val, "epoch": epoch, "step": step},
@@ -84,7 +83,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
         last_val, samples = validate(config, models["generator"], val_loader_for(config, val_set, rank, world_size),
                                      device, prior, rank)
         metrics = {**losses, **last_val, "epoch": epoch + 1, "step": step}
-        artifacts.log_epoch(epoch + 1, step, metrics, samples)
+        artifacts.log_epoch(epoch + 1, step, metrics, samples, time.perf_counter() - clock)
         report(metrics, config, models, optimizers, schedulers,
                checkpoints.Position(epoch + 1, 0, step, last_val), rank, samples)
 

@@ -22,8 +22,8 @@ from colorray.models import predict_ab
 
 
 @functools.lru_cache(maxsize=1)
-def _lpips(device_type: str):
-    metric = load_lpips_or_none()
+def _lpips(device_type: str, rank: int):
+    metric = load_lpips_or_none(warn=rank == 0)  # the warning once per run, not once per rank
     return metric.to(device_type) if metric is not None else None
 
 
@@ -32,7 +32,7 @@ def validate(config: TrainConfig, generator, loader, device, prior, rank: int):
     """Mean validation metrics (``val/<name>``) over all ranks, and rank 0's sample grid (or None)."""
     model = unwrap(generator).eval()
     rebalance = color.rebalance_weights(prior, color.ab_bins()) if prior is not None else None
-    lpips = _lpips(device.type)
+    lpips = _lpips(device.type, rank)
     sums: dict[str, torch.Tensor] = {}
     count = 0
     rows: list[torch.Tensor] = []
