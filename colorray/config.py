@@ -92,9 +92,10 @@ class RunSettings:
     amp: bool = False  # bf16 autocast on GPU
     channels_last: bool = False
     checkpoint_every_steps: int = 0  # 0: only at each epoch end
-    keep_checkpoints: int = 2  # top K by `metric`
-    metric: str = "val/psnr"
-    mode: str = "max"
+    val_every_steps: int = 0  # validate (and checkpoint) every N steps too; 0: only at each epoch end
+    keep_checkpoints: int = 2  # top K by `metric`; the latest is always kept as well
+    metric: str = "auto"  # selection metric; auto: val/lpips with the AlexNet weights, else val/color_score
+    mode: str = "auto"  # max | min | auto (from the metric: psnr max, lpips min, ...)
     max_failures: int = 2
     log_every_steps: int = 10  # TensorBoard train scalars every N steps (and at each epoch end)
     print_every_steps: int = 0  # a console line every N steps within an epoch; 0: one line per epoch

@@ -6,8 +6,11 @@ model, its weights, the color settings it was trained with, its training
 resolution and metrics. It needs no training config or training code to load.
 
 ``load_generator`` accepts an export file, a folder holding ``generator.pt``
-(a Tune ``best/`` folder, a training checkpoint, a finished run folder), and
-fails with a clear ``ExportError`` on anything else.
+(a Tune ``best/`` folder, a training checkpoint, a finished run folder, whose
+``generator.pt`` is the selected checkpoint's and ``generator-last.pt`` the
+last one's) or a run folder still without one (stopped or running: its
+checkpoint chosen by the run's own selection rule, ``colorray.metrics.select_best``),
+and fails with a clear ``ExportError`` on anything else.
 """
 
 from __future__ import annotations
@@ -20,14 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from colorray import color
+from colorray.metrics import AUTO, resolve_selection, select_best
 from colorray.models import create_model
 
 EXPORT_FORMAT = "colorray-generator"
 EXPORT_VERSION = 1
 EXPORT_FILENAME = "generator.pt"
+LAST_EXPORT_FILENAME = "generator-last.pt"
+RUN_CONFIG_FILE = "config.yaml"
 
 
 class ExportError(ValueError):
@@ -111,11 +118,36 @@ def find_export(path: str | Path) -> Path:
         for candidate in (path / EXPORT_FILENAME, path / "best" / EXPORT_FILENAME):
             if candidate.is_file():
                 return candidate
+        selected = select_run_export(path)
+        if selected is not None:
+            return selected
         raise ExportError(
             f"{path} holds no {EXPORT_FILENAME}: expected a colorray export, a Tune best/ folder, "
             "a training checkpoint or a finished training run folder"
         )
     return path
+
+
+def select_run_export(run: Path) -> Path | None:
+    """The export of the checkpoint a run folder's selection rule picks (the latest without scores), or None."""
+    exports = sorted(run.glob(f"checkpoint_*/{EXPORT_FILENAME}"))
+    if not exports:
+        return None
+    rule = {}
+    if (run / RUN_CONFIG_FILE).is_file():
+        rule = (yaml.safe_load((run / RUN_CONFIG_FILE).read_text()) or {}).get("run", {})
+    metric, mode = resolve_selection(rule.get("metric", AUTO), rule.get("mode", AUTO))
+    best = select_best([(file, _export_metrics(file)) for file in exports], metric, mode)
+    return best[0] if best is not None else exports[-1]
+
+
+def _export_metrics(file: Path) -> dict[str, float]:
+    """The metrics an export file records; none for a file that does not load (it is then never selected)."""
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a torn checkpoint of a crashed run: not a candidate
+        return {}
+    return payload.get("metrics", {}) if isinstance(payload, dict) else {}
 
 
 def read_export(path: str | Path) -> tuple[dict[str, Any], Path]:

@@ -9,7 +9,10 @@ point of training validation and the evaluation harness; ``summarize`` turns
 its per-image values into means with 95% confidence intervals. The protocol is
 written down in ``docs/metrics.md``.
 
-Also here: the per-pixel rebalancing weights of an ab map, and the loading of
+Also here: the model-selection rule shared by training's export, Tune's
+``best/`` and the loading of a run folder (``resolve_selection``,
+``select_best``, and ``color_score``, the default when LPIPS is unavailable);
+ the per-pixel rebalancing weights of an ab map, and the loading of
 torchvision backbone weights into a network (shared with the perceptual loss).
 LPIPS is only ever computed with real pretrained AlexNet weights.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from typing import Any, Mapping, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +39,11 @@ ACCURACY_THRESHOLDS = (2.5, 5.0, 10.0, 20.0)
 SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 DATA_RANGE = 255.0
+COLOR_SCORE_DB_PER_CF = 0.5  # dB of PSNR that one unit of colorfulness gap costs in color_score (docs/metrics.md)
+AUTO = "auto"
+HIGHER_IS_BETTER = {"psnr", "ssim", "auc", "auc_rebalanced", "color_score"}  # and every acc@t
+LOWER_IS_BETTER = {"mse", "mae", "lpips", "colorfulness_gap", "fid"}
+Candidate = TypeVar("Candidate")
 
 
 def _check_pair(pred: torch.Tensor, true: torch.Tensor, channels: int, what: str) -> None:
@@ -198,6 +207,59 @@ def load_lpips_or_none(pretrained: str = "imagenet", warn: bool = True) -> LPIPS
         return None
 
 
+def color_score(psnr_db: torch.Tensor, colorfulness_gap: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB less ``COLOR_SCORE_DB_PER_CF`` dB per unit of colorfulness gap: higher is better.
+
+    PSNR alone prefers gray output (an L2-optimal guess is desaturated); the gap
+    term charges for the color lost, at a rate measured in docs/metrics.md.
+    """
+    return psnr_db - COLOR_SCORE_DB_PER_CF * colorfulness_gap
+
+
+def default_selection_metric() -> str:
+    """``val/lpips`` where the AlexNet weights LPIPS needs can be had, else ``val/color_score``."""
+    try:
+        weights.resolve_weights_path("alexnet", "imagenet")
+    except PretrainedWeightsMissing:
+        return "val/color_score"
+    return "val/lpips"
+
+
+def metric_mode(metric: str) -> str:
+    """Whether a reported metric is better high ('max') or low ('min'); losses (``train/...``) are 'min'."""
+    if metric.startswith("train/"):
+        return "min"
+    name = metric.split("/", 1)[-1]
+    if name in HIGHER_IS_BETTER or name.startswith("acc@"):
+        return "max"
+    if name in LOWER_IS_BETTER:
+        return "min"
+    raise ValueError(f"cannot tell whether a higher or lower {metric} is better: set the mode to max or min")
+
+
+def resolve_selection(metric: str, mode: str) -> tuple[str, str]:
+    """The selection rule ``(metric, mode)`` with 'auto' filled in: the one rule of export, Tune and loading."""
+    metric = default_selection_metric() if metric == AUTO else metric
+    if not metric.startswith(("val/", "train/")):
+        raise ValueError(f"the selection metric must name a reported metric such as val/color_score, got '{metric}'")
+    if mode not in ("max", "min", AUTO):
+        raise ValueError(f"the selection mode must be max, min or auto, got '{mode}'")
+    return metric, metric_mode(metric) if mode == AUTO else mode
+
+
+def select_best(
+    candidates: Sequence[tuple[Candidate, Mapping[str, Any]]], metric: str, mode: str
+) -> tuple[Candidate, Mapping[str, Any]] | None:
+    """The ``(candidate, metrics)`` with the best ``metric``, the later one on a tie; None if none reports it.
+
+    ``candidates`` come in training order; values that are missing or NaN do not count.
+    """
+    sign = 1.0 if mode == "max" else -1.0
+    scored = [(sign * float(m[metric]), index) for index, (_, m) in enumerate(candidates)
+              if isinstance(m.get(metric), (int, float)) and not math.isnan(m[metric])]
+    return candidates[max(scored)[1]] if scored else None
+
+
 def accuracy_key(threshold: float) -> str:
     return f"acc@{threshold:g}"
 
@@ -244,6 +306,7 @@ def image_metrics(
     results["colorfulness"] = colorfulness(pred_rgb)
     results["colorfulness_gt"] = colorfulness(true_rgb)
     results["colorfulness_gap"] = (results["colorfulness"] - results["colorfulness_gt"]).abs()
+    results["color_score"] = color_score(results["psnr"], results["colorfulness_gap"])
     if lpips is not None:
         results["lpips"] = lpips(pred_rgb, true_rgb)
     return {name: values.to("cpu", torch.float64) for name, values in results.items()}

@@ -140,7 +140,7 @@ def test_image_metrics_keys_shapes_and_grayscale_baseline(photos):
     rebalance = color.rebalance_weights(color.ab_histogram(color.denormalize_ab(true_ab), bins), bins)
     gray = metrics.image_metrics(L, torch.zeros_like(true_ab), true_ab, rebalance=rebalance)
     expected_keys = {"psnr", "ssim", "mse", "mae", "auc", "auc_rebalanced", "colorfulness", "colorfulness_gt",
-                     "colorfulness_gap", "acc@2.5", "acc@5", "acc@10", "acc@20"}
+                     "colorfulness_gap", "color_score", "acc@2.5", "acc@5", "acc@10", "acc@20"}
     assert set(gray) == expected_keys
     for values in gray.values():
         assert values.shape == (3,) and values.dtype == torch.float64 and values.device.type == "cpu"

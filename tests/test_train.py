@@ -40,12 +40,15 @@ def test_default_run_fits_a_screen_and_writes_checkpoint_metrics_samples_and_exp
     run = tmp_path / "default"
     lines = ANSI.sub("", done.stdout + done.stderr).splitlines()
     assert len(lines) <= 40 and max(map(len, lines)) <= 200, "\n".join(lines)
-    epoch_lines = [line for line in lines if re.search(r"epoch \d/2 step \d+ \| loss [\d.]+ \| val psnr", line)]
+    epoch_lines = [line for line in lines
+                   if re.search(r"epoch \d/2 step \d+ \| loss [\d.]+ \| val color_score [\d.]+ psnr", line)]
     assert len(epoch_lines) == 2 and all(" img/s | " in line for line in epoch_lines)
     assert sum("LPIPS unavailable" in line for line in lines) == 1  # offline: once per run, not per rank
     assert not [line for line in lines if "TrainingReport" in line or "Checkpoint successfully created" in line]
     assert "  data: batch_size=8 val_samples=16 samples_per_epoch=64" in lines  # what differs from the defaults
     assert f"  generator export: {run / 'generator.pt'}" in lines
+    assert any(line.startswith("  selected by val/color_score: ") for line in lines)
+    assert f"  last generator export (step 8): {run / 'generator-last.pt'}" in lines
     assert any(line.startswith(f"  checkpoint: {run}/checkpoint_") for line in lines)
     lines = metrics_lines(run)
     assert [line["epoch"] for line in lines] == [1, 2]
@@ -60,9 +63,14 @@ def test_default_run_fits_a_screen_and_writes_checkpoint_metrics_samples_and_exp
 def test_gan_mode_with_generator_pretraining(ray_cluster, tmp_path):
     args = [f"run.storage_path={tmp_path}", "run.name=gan", "run.epochs=2", "model.name=unet",
             "model.options={num_downs: 5, ngf: 8}", "gan.enabled=true", "gan.pretrain_epochs=1",
-            "gan.options={ndf: 8}", "data.image_size=32", *FAST]
+            "gan.options={ndf: 8}", "data.image_size=32", "run.val_every_steps=3", *FAST]
     assert main(args) == 0
-    pretrain, adversarial = metrics_lines(tmp_path / "gan")
+    run = tmp_path / "gan"
+    lines = metrics_lines(run)  # 4 steps per epoch: validations at steps 3, 4 (epoch end), 6, 8 (epoch end)
+    assert [(line["epoch"], line["step"]) for line in lines] == [(0, 3), (1, 4), (1, 6), (2, 8)]
+    assert all("val/color_score" in line for line in lines) and (run / "samples" / "step-0000003.png").is_file()
+    assert (run / "generator.pt").is_file() and (run / "generator-last.pt").is_file()
+    pretrain, adversarial = lines[1], lines[3]
     assert "train/critic" not in pretrain and "train/critic" in adversarial
     assert "train/adversarial" in adversarial and torch.isfinite(torch.tensor(adversarial["train/total"]))
 

@@ -83,7 +83,7 @@ def test_smoke_sweep_interrupted_resumed_and_exported(ray_cluster, tmp_path):
 
     assert {trial: trial_state(out / "trials" / trial) for trial in finished} == before  # not rerun
     rows = results_table(out)
-    assert len(rows) == 4 and all(row["best val/psnr"] != "-" for row in rows)  # every trial reported
+    assert len(rows) == 4 and all(row["best val/color_score"] != "-" for row in rows)  # every trial reported
     epochs = [int(row["epochs"]) for row in rows]
     assert max(epochs) == 4 and min(epochs) < 4  # ASHA stopped at least one trial early
     assert {row["status"] for row in rows} <= {"completed", "stopped early"}
@@ -93,7 +93,8 @@ def test_smoke_sweep_interrupted_resumed_and_exported(ray_cluster, tmp_path):
 
     best = out / "best"
     _, info = load_generator(best)
-    assert info.model == "cnn" and "val/psnr" in info.metrics
+    assert info.model == "cnn" and "val/color_score" in info.metrics
+    assert (best / "generator-last.pt").is_file()
     photo = photos.astronaut()[::8, ::8]
     colored = Colorizer.from_path(best).colorize([photo])[0]
     assert colored.shape == photo.shape and colored.dtype == np.uint8
@@ -122,7 +123,7 @@ BAD_SWEEPS = [
     ({"search_space": {"run.name": {"choice": ["a", "b"]}}}, "search_space 'run.name' cannot be searched"),
     ({"search": {"type": "grid"}, "search_space": {"optim.lr": {"loguniform": [1e-4, 1e-2]}}},
      "search.type grid needs every search_space entry to be {grid: [...]}; not: optim.lr"),
-    ({"metric": "psnr"}, "metric must name a reported metric"),
+    ({"metric": "psnr"}, "metric/mode: the selection metric must name a reported metric"),
 ]
 
 

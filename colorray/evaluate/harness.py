@@ -46,6 +46,7 @@ from colorray.export import EXPORT_FILENAME, ExportError
 from colorray.inference import Colorizer, to_uint8_image
 from colorray.metrics import (
     ACCURACY_THRESHOLDS,
+    COLOR_SCORE_DB_PER_CF,
     accuracy_key,
     image_metrics,
     load_lpips_or_none,
@@ -77,6 +78,8 @@ def protocol(size: int) -> dict[str, str]:
         "ab metrics": "AuC (thresholds 0..150 step 1) and acc@t on ab in Lab units, predicted ab clipped to +-110; "
                       "the rebalanced AuC weighs each pixel by the rebalancing weight of its true color (--prior)",
         "colorfulness gap": "mean over images of |CF(prediction) - CF(ground truth)| (Hasler & Suesstrunk 2003)",
+        "color score": f"PSNR - {COLOR_SCORE_DB_PER_CF:g} x colorfulness gap per image, training's default selection metric without LPIPS "
+                       "(docs/metrics.md)",
         "intervals": "mean +- half-width of the 95% Student-t confidence interval over images",
         "references": "grayscale baseline: ab = 0 (the input's own L, gray); ground truth: the true ab "
                       "(PSNR inf, SSIM 1)",
@@ -101,6 +104,7 @@ COLUMNS = (
     *(Column(accuracy_key(t), f"{accuracy_key(t)} ↑", 4) for t in ACCURACY_THRESHOLDS),
     Column("colorfulness", "colorfulness", 2),
     Column("colorfulness_gap", "colorfulness gap ↓", 2),
+    Column("color_score", "color score ↑", 2),
 )
 
 

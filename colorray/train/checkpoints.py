@@ -5,8 +5,9 @@ A checkpoint folder (reported through ``ray.train.report``) holds
 ``generator.pt`` (the standalone export Serve and Evaluate load), the config as
 YAML, and at epoch ends ``samples.png``. With a local (or NFS) ``storage_path``
 the run folder ``STORAGE/NAME`` also gets ``config.yaml``, ``metrics.jsonl``,
-TensorBoard scalars, the sample grids per epoch and, at the end, the best
-checkpoint's ``generator.pt``.
+TensorBoard scalars, the sample grids of every validation and, at the end,
+the selected checkpoint's ``generator.pt`` (by ``run.metric``, the rule of
+``colorray.metrics.select_best``) and the last checkpoint's ``generator-last.pt``.
 """
 
 from __future__ import annotations
@@ -28,10 +29,16 @@ from colorray.config import (
     dump_config,
     is_remote,
 )
-from colorray.export import EXPORT_FILENAME, save_generator, unwrap
+from colorray.export import (
+    EXPORT_FILENAME,
+    LAST_EXPORT_FILENAME,
+    RUN_CONFIG_FILE,
+    save_generator,
+    unwrap,
+)
+from colorray.metrics import resolve_selection, select_best
 from colorray.train import console
 
-RUN_CONFIG_FILE = "config.yaml"
 STATE_FILE = "state.pt"
 SAMPLES_FILE = "samples.png"
 FAIL_MARKER = ".failed_once"
@@ -135,10 +142,12 @@ class Artifacts:
             for name, value in losses.items():
                 self.writer.add_scalar(name, value, step)
 
-    def log_epoch(self, epoch, step, metrics, samples, seconds) -> None:
+    def log_validation(self, epochs_done, step, metrics, samples, seconds, epoch_end: bool) -> None:
+        """One validation: a console line, a metrics.jsonl line, TensorBoard scalars and the sample grid."""
         if not self.active:
             return
-        logger.info(console.epoch_line(self.config, epoch, step, metrics, self.rate, seconds))
+        logger.info(console.epoch_line(self.config, epochs_done + (0 if epoch_end else 1), step, metrics, self.rate,
+                                       seconds))
         if self.folder is None:
             return
         with open(self.folder / "metrics.jsonl", "a") as handle:
@@ -149,33 +158,36 @@ class Artifacts:
         self.writer.flush()
         if samples is not None:
             (self.folder / "samples").mkdir(exist_ok=True)
-            torchvision.utils.save_image(samples, self.folder / "samples" / f"epoch-{epoch:03d}.png")
+            name = f"epoch-{epochs_done:03d}.png" if epoch_end else f"step-{step:07d}.png"
+            torchvision.utils.save_image(samples, self.folder / "samples" / name)
 
 
 def best_checkpoint(config: TrainConfig, result):
-    """The kept checkpoint with the best ``run.metric`` (the latest one if none has it)."""
-    scored = [(c, m) for c, m in (result.best_checkpoints or []) if config.run.metric in m]
-    if not scored:
-        return result.checkpoint, result.metrics or {}
-    pick = max if config.run.mode == "max" else min
-    return pick(scored, key=lambda item: item[1][config.run.metric])
+    """The kept checkpoint with the best ``run.metric`` by ``colorray.metrics.select_best``; else the latest."""
+    metric, mode = resolve_selection(config.run.metric, config.run.mode)
+    kept = sorted(result.best_checkpoints or [], key=lambda item: item[1].get("step", 0))
+    best = select_best(kept, metric, mode)
+    return best if best is not None else (result.checkpoint, result.metrics or {})
 
 
 def finish(config: TrainConfig, result) -> str:
-    """Copy the best generator into the run folder; the closing lines that say where everything is."""
+    """Copy the selected and the last generator into the run folder; the closing lines that say where everything is."""
     checkpoint, metrics = best_checkpoint(config, result)
-    metric = config.run.metric
+    metric, _ = resolve_selection(config.run.metric, config.run.mode)
     lines = [f"colorray.train: finished run '{config.run.name}'"]
     if metric in metrics:
-        lines.append(f"  best {metric}: {metrics[metric]:.4f} (epoch {metrics.get('epoch')}, step {metrics.get('step')})")
+        lines.append(f"  selected by {metric}: {metrics[metric]:.4f} (epoch {metrics.get('epoch')}, "
+                     f"step {metrics.get('step')})")
     lines.append(f"  checkpoint: {checkpoint.path if checkpoint else 'none'}")
     folder = run_dir(config)
     if folder is not None and checkpoint is not None:
-        export = folder / EXPORT_FILENAME
+        export, last = folder / EXPORT_FILENAME, folder / LAST_EXPORT_FILENAME
         shutil.copyfile(Path(checkpoint.path) / EXPORT_FILENAME, export)
-        samples = sorted((folder / "samples").glob("*.png"))
+        shutil.copyfile(Path(result.checkpoint.path) / EXPORT_FILENAME, last)
+        samples = sorted((folder / "samples").glob("*.png"), key=lambda p: p.stat().st_mtime)
         lines += [
             f"  generator export: {export}",
+            f"  last generator export (step {(result.metrics or {}).get('step')}): {last}",
             f"  metrics: {folder / 'metrics.jsonl'}",
             f"  tensorboard --logdir {folder / 'tensorboard'}",
             f"  samples: {samples[-1] if samples else 'none'}",

@@ -16,12 +16,14 @@ from ray.train.torch import TorchTrainer
 
 from colorray import cli
 from colorray.config import TrainConfig, absolute_location, config_to_dict, dump_config
+from colorray.metrics import resolve_selection
 from colorray.train import checkpoints, console, preflight
 from colorray.train.loop import train_loop_per_worker
 
 
 def build_trainer(config: TrainConfig, callbacks: list | None = None, verbose: bool = False) -> TorchTrainer:
     scaling, run = config.scaling, config.run
+    metric, mode = resolve_selection(run.metric, run.mode)
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker
@@ -36,8 +38,8 @@ def build_trainer(config: TrainConfig, callbacks: list | None = None, verbose: b
             storage_path=absolute_location(run.storage_path),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=run.keep_checkpoints,
-                checkpoint_score_attribute=run.metric,
-                checkpoint_score_order=run.mode,
+                checkpoint_score_attribute=metric,
+                checkpoint_score_order=mode,
             ),
             failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
             callbacks=callbacks,

@@ -2,7 +2,10 @@
 
 Each worker streams its own split of the shards, converts uint8 RGB to Lab on its device,
 trains the generator (and a PatchGAN critic in GAN mode) under DDP, validates
-every epoch and reports metrics and checkpoints through ``ray.train.report``.
+every epoch (and every ``run.val_every_steps``) and reports metrics and
+checkpoints through ``ray.train.report``. Only validated checkpoints carry the
+selection metric; those saved in between (``run.checkpoint_every_steps``) are
+for resuming and report it as NaN, so they are never selected.
 """
 
 from __future__ import annotations
@@ -50,6 +53,17 @@ def train_loop_per_worker(config_dict: dict) -> None:
     artifacts = checkpoints.Artifacts(config, rank)
     step, last_val = position.step, position.val_metrics
 
+    def validate_and_report(losses: dict, epochs_done: int, batches_done: int, clock: float) -> dict[str, float]:
+        """Validate the generator, log it, and report a checkpoint scored by this validation."""
+        val, samples = validate(config, models["generator"], val_loader_for(config, val_set, rank, world_size),
+                                device, prior, rank)
+        metrics = {**losses, **val, "epoch": epochs_done, "step": step}
+        artifacts.log_validation(epochs_done, step, metrics, samples, time.perf_counter() - clock,
+                                 epoch_end=batches_done == 0)
+        report(metrics, config, models, optimizers, schedulers,
+               checkpoints.Position(epochs_done, batches_done, step, val), rank, samples)
+        return val
+
     for epoch in range(position.epoch, config.run.epochs):
         for model in models.values():
             model.train()
@@ -75,17 +89,23 @@ def train_loop_per_worker(config_dict: dict) -> None:
             seen += L.shape[0] * world_size
             rate = seen / (time.perf_counter() - clock)
             artifacts.log_progress(epoch, step, batch_index + 1, len(loader), rate, losses)
-            if config.run.checkpoint_every_steps and step % config.run.checkpoint_every_steps == 0:
+            if every(config.run.val_every_steps, step) and batch_index + 1 < len(loader):
+                last_val = validate_and_report(losses, epoch, batch_index + 1, clock)
+            elif every(config.run.checkpoint_every_steps, step):
                 state = checkpoints.Position(epoch, batch_index + 1, step, last_val)
-                report({**losses, **last_val, "epoch": epoch, "step": step},
+                report({**losses, **unvalidated(config), "epoch": epoch, "step": step},
                        config, models, optimizers, schedulers, state, rank)
 
-        last_val, samples = validate(config, models["generator"], val_loader_for(config, val_set, rank, world_size),
-                                     device, prior, rank)
-        metrics = {**losses, **last_val, "epoch": epoch + 1, "step": step}
-        artifacts.log_epoch(epoch + 1, step, metrics, samples, time.perf_counter() - clock)
-        report(metrics, config, models, optimizers, schedulers,
-               checkpoints.Position(epoch + 1, 0, step, last_val), rank, samples)
+        last_val = validate_and_report(losses, epoch + 1, 0, clock)
+
+
+def every(interval: int, step: int) -> bool:
+    return interval > 0 and step % interval == 0
+
+
+def unvalidated(config: TrainConfig) -> dict[str, float]:
+    """What a checkpoint saved between validations reports for a val/ selection metric: NaN, never selected."""
+    return {config.run.metric: float("nan")} if config.run.metric.startswith("val/") else {}
 
 
 def train_step(models, optimizers, objective, L, target, labels, adversarial, config) -> dict[str, torch.Tensor]:

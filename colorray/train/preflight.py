@@ -1,7 +1,8 @@
 """Checks a training config before any worker starts, so bad input fails fast and loses nothing.
 
 ``prepare`` loads the YAML and overrides (or a stopped run's saved config for
-``--resume``), fills in the run name and refuses to reuse an existing run
+``--resume``), fills in the run name and the selection rule (``run.metric``
+and ``run.mode`` 'auto', see ``colorray.metrics.resolve_selection``) and refuses to reuse an existing run
 folder; ``check`` builds the model, critic and losses once on the CPU and opens
 the data, so unknown names, bad options, missing weights, priors and data all
 fail here with one clear message; ``check_cluster`` compares the asked
@@ -29,6 +30,7 @@ from colorray.config import (
 from colorray.data.loader import DataError, resolve_data
 from colorray.data.prior import load_prior
 from colorray.losses.objective import Objective, check_losses
+from colorray.metrics import resolve_selection
 from colorray.models import create_model, model_option_names, output_space
 from colorray.models.weights import PretrainedWeightsMissing
 from colorray.registry import UnknownNameError
@@ -55,8 +57,17 @@ def prepare(config_path: str | None, overrides: Sequence[str], resume: str | Non
                 f"run '{config.run.name}' already exists at {folder}; pass --resume {folder} to continue it "
                 "or choose another run.name (nothing was changed)"
             )
+    config.run.metric, config.run.mode = selection_rule(config)
     check(config)
     return config
+
+
+def selection_rule(config: TrainConfig) -> tuple[str, str]:
+    """``run.metric`` and ``run.mode`` with 'auto' resolved (``colorray.metrics.resolve_selection``)."""
+    try:
+        return resolve_selection(config.run.metric, config.run.mode)
+    except ValueError as error:
+        raise ConfigError(f"run.metric/run.mode: {error}") from None
 
 
 def _resumed_config(resume: str, values: dict, overrides: Sequence[str]) -> TrainConfig:
@@ -87,10 +98,9 @@ def check(config: TrainConfig) -> None:
                        ("run.epochs", config.run.epochs), ("scaling.num_workers", config.scaling.num_workers)):
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
-    if config.run.mode not in ("max", "min"):
-        raise ConfigError(f"run.mode must be 'max' or 'min', got '{config.run.mode}'")
-    if not config.run.metric.startswith(("val/", "train/")):
-        raise ConfigError(f"run.metric must name a reported metric such as val/psnr, got '{config.run.metric}'")
+    if config.run.val_every_steps < 0:
+        raise ConfigError(f"run.val_every_steps must be >= 0, got {config.run.val_every_steps}")
+    selection_rule(config)
     check_optim(config.optim)
     space = output_space(config.model.name)
     check_losses(config, space)

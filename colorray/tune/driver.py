@@ -10,8 +10,9 @@ ASHA schedules on the reported ``epoch``.
 
 At the end the driver writes the results table (``results.csv``), two plots,
 and the best trial's ``best/config.yaml`` (accepted by ``python -m
-colorray.train --config``) and ``best/generator.pt`` (``python -m
-colorray.serve --model OUT/best``). The sweep file is described in
+colorray.train --config``), ``best/generator.pt`` (its checkpoint chosen by
+the sweep's metric with training's own rule, ``colorray.metrics.select_best``;
+``python -m colorray.serve --model OUT/best``) and ``best/generator-last.pt``. The sweep file is described in
 ``colorray.tune.sweep`` and ``docs/tune.md``.
 """
 
@@ -31,7 +32,8 @@ from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
 from colorray.config import ConfigError, TrainConfig, config_to_dict, dump_config
-from colorray.export import EXPORT_FILENAME
+from colorray.export import EXPORT_FILENAME, LAST_EXPORT_FILENAME
+from colorray.metrics import select_best
 from colorray.train import checkpoints, preflight
 from colorray.train.driver import build_trainer, connect_ray
 from colorray.tune.sweep import (
@@ -131,7 +133,8 @@ class TrialRow:
     best: float | None = None
     last: float | None = None
     best_epoch: int | None = None
-    best_checkpoint: str | None = None
+    best_checkpoint: str | None = None  # the report chosen by colorray.metrics.select_best, as in training
+    last_checkpoint: str | None = None
     history: list[tuple[int, float]] = field(default_factory=list)  # (epoch, metric) per report
 
 
@@ -147,13 +150,14 @@ def trial_row(sweep: Sweep, result) -> TrialRow:
     row = TrialRow(str(result.metrics.get("trial_id") or Path(result.path).name), "error", params)
     frame = result.metrics_dataframe
     if frame is not None and metric in frame and "epoch" in frame:
-        reports = frame.dropna(subset=[metric, "epoch"])
-        row.history = [(int(e), float(v)) for e, v in zip(reports["epoch"], reports[metric])]
+        reports = frame.dropna(subset=[metric, "epoch"]).to_dict("records")
+        row.history = [(int(report["epoch"]), float(report[metric])) for report in reports]
         if row.history:
             row.epochs, row.last = row.history[-1]
-            best_index = reports[metric].idxmax() if sweep.spec.mode == "max" else reports[metric].idxmin()
-            row.best, row.best_epoch = float(reports[metric][best_index]), int(reports["epoch"][best_index])
-            row.best_checkpoint = _checkpoint_uri(sweep, reports.get(CHECKPOINT_PATH_KEY, {}).get(best_index))
+            best = select_best([(report, report) for report in reports], metric, sweep.spec.mode)[0]
+            row.best, row.best_epoch = float(best[metric]), int(best["epoch"])
+            row.best_checkpoint = _checkpoint_uri(sweep, best.get(CHECKPOINT_PATH_KEY))
+            row.last_checkpoint = _checkpoint_uri(sweep, reports[-1].get(CHECKPOINT_PATH_KEY))
     if result.error is None:
         row.status = "completed" if row.epochs >= max_epochs else "stopped early"
     return row
@@ -238,11 +242,13 @@ def _log_axis(sweep: Sweep, key: str, values: list) -> bool:
 
 
 def export_best(sweep: Sweep, best: TrialRow, out: Path) -> Path:
-    """Copy the best checkpoint's generator and write the trial's full config (run.name cleared)."""
+    """Copy the best trial's selected and last generators; write its full config (run.name cleared)."""
     folder = out / BEST_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    with ray.train.Checkpoint(best.best_checkpoint).as_directory() as checkpoint:
-        shutil.copyfile(Path(checkpoint) / EXPORT_FILENAME, folder / EXPORT_FILENAME)
+    for uri, name in ((best.best_checkpoint, EXPORT_FILENAME), (best.last_checkpoint, LAST_EXPORT_FILENAME)):
+        if uri:
+            with ray.train.Checkpoint(uri).as_directory() as checkpoint:
+                shutil.copyfile(Path(checkpoint) / EXPORT_FILENAME, folder / name)
     config = trial_config(config_to_dict(sweep.base), best.params)
     config.run.name = ""
     (folder / "config.yaml").write_text(dump_config(config))

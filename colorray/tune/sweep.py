@@ -37,6 +37,7 @@ from colorray.config import (
     suggest,
     with_absolute_paths,
 )
+from colorray.metrics import resolve_selection
 from colorray.models import list_models, model_option_names
 from colorray.models.weights import PretrainedWeightsMissing, resolve_weights_path
 from colorray.train import preflight
@@ -80,8 +81,8 @@ class SweepConfig:
     base_config: str = ""  # a train YAML (as for `python -m colorray.train --config`)
     base: dict[str, Any] = field(default_factory=dict)  # TrainConfig sections, over base_config
     search_space: dict[str, Any] = field(default_factory=dict)  # dotted TrainConfig key -> distribution
-    metric: str = "val/psnr"
-    mode: str = "max"
+    metric: str = "auto"  # the selection rule of colorray.metrics.resolve_selection, as run.metric
+    mode: str = "auto"
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     search: SearchSpec = field(default_factory=SearchSpec)
     num_samples: int = 1  # random/optuna: trials; grid: repetitions of the grid
@@ -143,10 +144,10 @@ def parse_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
 def check_settings(spec: SweepConfig) -> None:
     if "/" in spec.name or spec.name.startswith("."):
         raise ConfigError(f"name must be a plain folder name, got '{spec.name}'")
-    if spec.mode not in ("max", "min"):
-        raise ConfigError(f"mode must be 'max' or 'min', got '{spec.mode}'")
-    if not spec.metric.startswith(("val/", "train/")):
-        raise ConfigError(f"metric must name a reported metric such as val/psnr or val/mae, got '{spec.metric}'")
+    try:
+        spec.metric, spec.mode = resolve_selection(spec.metric, spec.mode)
+    except ValueError as error:
+        raise ConfigError(f"metric/mode: {error}") from None
     if spec.metric == "val/lpips":
         try:
             resolve_weights_path("alexnet", "imagenet")
