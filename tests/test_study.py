@@ -23,6 +23,7 @@ from PIL import Image
 from colorray import color
 from colorray.config import TrainConfig
 from colorray.data.smoke import ensure_smoke_dataset
+from colorray.metrics import resolve_selection
 from colorray.models import model_option_names
 from colorray.study import recipes, runner
 from colorray.train import preflight
@@ -57,7 +58,8 @@ def test_every_small_row_passes_the_preflight_checks(name, smoke, prior):
     for row, config in configs.items():
         config.loss.prior = config.loss.prior or prior
         preflight.check(config)  # builds the generator, the critic and the losses, opens the data
-        assert config.data.image_size == 64 and config.run.metric == (settings.metric or TrainConfig().run.metric)
+        selection = resolve_selection(settings.metric or TrainConfig().run.metric, settings.mode or "auto")
+        assert config.data.image_size == 64 and (config.run.metric, config.run.mode) == selection
 
 
 @pytest.mark.parametrize("name", STUDIES)

@@ -57,7 +57,6 @@ def prepare(config_path: str | None, overrides: Sequence[str], resume: str | Non
                 f"run '{config.run.name}' already exists at {folder}; pass --resume {folder} to continue it "
                 "or choose another run.name (nothing was changed)"
             )
-    config.run.metric, config.run.mode = selection_rule(config)
     check(config)
     return config
 
@@ -93,14 +92,17 @@ def _resumed_config(resume: str, values: dict, overrides: Sequence[str]) -> Trai
 
 
 def check(config: TrainConfig) -> None:
-    """Build everything once on the CPU; raise one clear error for the first problem found."""
+    """Build everything once on the CPU; raise one clear error for the first problem found.
+
+    Also fills in the selection rule: ``run.metric``/``run.mode`` 'auto' become the metric and direction.
+    """
     for key, value in (("data.image_size", config.data.image_size), ("data.batch_size", config.data.batch_size),
                        ("run.epochs", config.run.epochs), ("scaling.num_workers", config.scaling.num_workers)):
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
     if config.run.val_every_steps < 0:
         raise ConfigError(f"run.val_every_steps must be >= 0, got {config.run.val_every_steps}")
-    selection_rule(config)
+    config.run.metric, config.run.mode = selection_rule(config)
     check_optim(config.optim)
     space = output_space(config.model.name)
     check_losses(config, space)
