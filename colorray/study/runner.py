@@ -161,6 +161,7 @@ def run_trials(name: str, sweep: Sweep, configs: dict[str, TrainConfig], resume:
     trials = trial_rows(sweep, grid)
     write_table(sweep, trials, Path(sweep.uri) / "results.csv")
     by_row = {trial.params["row"]: trial for trial in trials}
+    by_row = {row: by_row[row] for row in configs if row in by_row}  # the recipe's order, not the metric's
     for row, trial in by_row.items():
         if trial.status == "stopped early" and trial.epochs >= configs[row].run.epochs:
             trial.status = "completed"  # rows train different epochs; the sweep's base has the first row's
