@@ -71,6 +71,10 @@ class StudyError(ValueError):
     """Bad input to the study command: the message names the problem."""
 
 
+class StudyInterrupted(RuntimeError):
+    """The Tune run stopped (Ctrl-C) before every row finished."""
+
+
 def row_trial(sampled: dict, rows: dict, trials_uri: str) -> None:
     """One Tune trial: the Ray Train run of the study row named by ``sampled['row']``."""
     run_trial(config_from_dict(rows[sampled["row"]]), trials_uri)
@@ -156,8 +160,8 @@ def run_trials(name: str, sweep: Sweep, configs: dict[str, TrainConfig], resume:
     grid = tuner.fit()
     unfinished = sum(result.error is None and not result.metrics.get("done") for result in grid)
     if unfinished:
-        raise StudyError(f"the study run was interrupted with {unfinished} trials unfinished; continue it with "
-                         "the same command and --resume")
+        raise StudyInterrupted(f"the study run was interrupted with {unfinished} trials unfinished; continue it "
+                               "with the same command and --resume")
     trials = trial_rows(sweep, grid)
     write_table(sweep, trials, Path(sweep.uri) / "results.csv")
     by_row = {trial.params["row"]: trial for trial in trials}
@@ -268,3 +272,5 @@ def main(argv: list[str] | None = None) -> int:
         return run(args, command)
     except (StudyError, RecipeError, DataError, *ERRORS) as error:
         return cli.fail(error)
+    except StudyInterrupted as error:
+        return cli.fail(error, code=1)
