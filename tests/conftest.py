@@ -83,6 +83,13 @@ class RayCluster:
         return pids
 
 
+def pytest_configure(config):
+    """One torch thread in the test process: the tensors are tiny, and spinning threads only contend for cores."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A running Ray head on 127.0.0.1 with this process connected to it."""

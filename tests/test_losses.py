@@ -229,6 +229,17 @@ def vgg19_checkpoint(tmp_path_factory) -> tuple[str, dict[str, torch.Tensor]]:
     return str(path), state
 
 
+def vgg_mse(state: dict[str, torch.Tensor], relu_index: int, L, pred_ab, true_ab) -> float:
+    """The perceptual loss computed independently: torchvision's VGG-19 with ``state``, MSE after one ReLU."""
+    trunk = torchvision.models.vgg19().features[: relu_index + 1]
+    trunk.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
+                           if int(k.split(".")[1]) <= relu_index})
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        features = [trunk((color.model_outputs_to_rgb(L, ab) - mean) / std) for ab in (pred_ab, true_ab)]
+    return F.mse_loss(*features).item()
+
+
 def test_perceptual_loads_vgg19_from_the_file(vgg19_checkpoint):
     path, state = vgg19_checkpoint
     loss = create_loss("perceptual", pretrained=path, layers=["relu1_2", "relu2_2"], criterion="l1")
@@ -253,7 +264,9 @@ def test_perceptual_rejects_partial_files_and_unknown_layers(tmp_path, vgg19_che
     shallow = {k: v for k, v in state.items() if int(k.split(".")[1]) < 9}
     path = tmp_path / "shallow.pth"
     torch.save(shallow, path)
-    assert create_loss("perceptual", pretrained=str(path), layers="relu2_2") is not None
+    loss = create_loss("perceptual", pretrained=str(path), layers="relu2_2")
+    L, pred_ab, true_ab = normalized_batch(n=1, size=16)
+    assert loss(pred_ab, true_ab, L).item() == pytest.approx(vgg_mse(state, 8, L, pred_ab, true_ab), rel=1e-5)
     with pytest.raises(ValueError, match="lack 2 tensors.*features.10.weight"):
         create_loss("perceptual", pretrained=str(path), layers=["relu3_1"])
     with pytest.raises(ValueError, match="relu1_1"):
