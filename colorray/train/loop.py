@@ -68,7 +68,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
         for model in models.values():
             model.train()
         loader = train_loader_for(config, train_set, rank, world_size, epoch)
-        clock, seen, losses = time.perf_counter(), 0, {}
+        clock, seen, meter, losses = time.perf_counter(), 0, LossMeter(), {}
         for batch_index, batch in enumerate(loader):
             if epoch == position.epoch and batch_index < position.batches_done:
                 continue
@@ -81,12 +81,14 @@ def train_loop_per_worker(config_dict: dict) -> None:
                 L = L.contiguous(memory_format=torch.channels_last)
             adversarial = config.gan.enabled and epoch >= config.gan.pretrain_epochs
             with autocast:
-                losses = scalars(train_step(models, optimizers, objective, L, target, labels, adversarial, config))
+                meter.add(train_step(models, optimizers, objective, L, target, labels, adversarial, config))
             schedulers["generator"].step()
             if adversarial:
                 schedulers["critic"].step()
             step += 1
             seen += L.shape[0] * world_size
+            if losses_due(config, step) or batch_index + 1 == len(loader):
+                losses = meter.read()  # the one host sync of the interval
             rate = seen / (time.perf_counter() - clock)
             artifacts.log_progress(epoch, step, batch_index + 1, len(loader), rate, losses)
             if every(config.run.val_every_steps, step) and batch_index + 1 < len(loader):
@@ -148,8 +150,38 @@ def report(metrics, config, models, optimizers, schedulers, position, rank, samp
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
-def scalars(losses: dict[str, torch.Tensor]) -> dict[str, float]:
-    return {f"train/{name}": float(value.detach()) for name, value in losses.items()}
+def losses_due(config: TrainConfig, step: int) -> bool:
+    """Whether this step's losses are logged (TensorBoard every log_every_steps, console every print_every_steps)."""
+    run = config.run
+    return step % run.log_every_steps == 0 or bool(run.print_every_steps and step % run.print_every_steps == 0)
+
+
+class LossMeter:
+    """Sums of the step losses kept on the device; ``read`` gives their means (``train/<name>``) with one sync.
+
+    Reading a loss with ``float()`` every step would make the host wait for the
+    device each step; the loop reads once per ``run.log_every_steps``.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        for name, value in losses.items():
+            value = value.detach().float()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.steps += 1
+
+    def read(self) -> dict[str, float]:
+        """Means since the last read, then start over."""
+        if not self.steps:
+            return {}
+        names = list(self.sums)
+        totals = torch.stack([self.sums[name] for name in names]).tolist()
+        means = {f"train/{name}": total / self.steps for name, total in zip(names, totals)}
+        self.sums, self.steps = {}, 0
+        return means
 
 
 def build_models(config: TrainConfig, classes: dict, device: torch.device) -> dict[str, torch.nn.Module]:
