@@ -27,7 +27,7 @@ import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, AsyncGenerator
+from typing import Any, AsyncGenerator, AsyncIterable, Mapping
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
@@ -41,6 +41,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from colorray.data.images import (
     DEFAULT_MAX_PIXELS,
+    DecodedImage,
     ImageError,
     decode_image,
     encode_image,
@@ -163,18 +164,50 @@ def parse_query(query: dict[str, str], output_space: str) -> tuple[str, float | 
     return fmt, temperature
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+@dataclass
+class Upload:
+    """A checked ``POST /colorize`` request: output format, temperature and the decoded image."""
+
+    fmt: str
+    temperature: float | None
+    image: DecodedImage
+
+
+async def parse_upload(query: Mapping[str, str], headers: Mapping[str, str], chunks: AsyncIterable[bytes],
+                       settings: ServeSettings, output_space: str) -> Upload:
+    """Everything ``POST /colorize`` checks before the model runs; ``BadInput`` names what is wrong.
+
+    Plain data in (query, headers, body chunks), so it runs without Serve or a server.
+    """
+    fmt, temperature = parse_query(dict(query), output_space)
+    headers = Headers(headers=dict(headers))
+    body = await read_body(chunks, headers, settings.max_bytes)
+    image = await asyncio.to_thread(decode_upload, headers, body, settings.max_pixels)
+    return Upload(fmt, temperature, image)
+
+
+async def read_body(chunks: AsyncIterable[bytes], headers: Headers, max_bytes: int) -> bytes:
     """The request body, refused with 413 as soon as it is known to pass ``max_bytes``."""
-    declared = request.headers.get("content-length", "")
+    declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise BadInput(413, f"upload has {declared} bytes, over the limit of {max_bytes}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    parts, size = [], 0
+    async for chunk in chunks:
         size += len(chunk)
         if size > max_bytes:
             raise BadInput(413, f"upload is over the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def decode_upload(headers: Headers, body: bytes, max_pixels: int) -> DecodedImage:
+    """The uploaded image (raw body, or the multipart field ``image``) decoded; 400 if it is not one."""
+    if headers.get("content-type", "").startswith("multipart/form-data"):
+        body = asyncio.run(form_image(headers, body))
+    try:
+        return decode_image(body, max_pixels)
+    except ImageError as error:
+        raise BadInput(400, str(error)) from None
 
 
 async def _replay(body: bytes) -> AsyncGenerator[bytes, None]:
@@ -198,14 +231,6 @@ async def form_image(headers: Headers, body: bytes) -> bytes:
         return await upload.read()
     finally:
         await form.close()
-
-
-async def upload_bytes(request: Request, max_bytes: int) -> bytes:
-    """The uploaded image's bytes: the raw body, or the multipart field parsed in a worker thread."""
-    body = await read_body(request, max_bytes)
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return await asyncio.to_thread(asyncio.run, form_image(request.headers, body))
-    return body
 
 
 @functools.cache
@@ -302,16 +327,11 @@ class ColorizeService:
             raise
 
     async def _colorize(self, request: Request) -> Response:
-        fmt, temperature = parse_query(dict(request.query_params), self.colorizer.info.output_space)
-        settings = self.settings
-        data = await upload_bytes(request, settings.max_bytes)
-        try:
-            decoded = await asyncio.to_thread(decode_image, data, settings.max_pixels)
-        except ImageError as error:
-            raise BadInput(400, str(error)) from None
-        rgb = await self.colorize_batch(ColorizeJob(decoded.rgb, temperature))
-        encoded = await asyncio.to_thread(encode_image, rgb, fmt, decoded.alpha, JPEG_QUALITY)
-        return Response(encoded, media_type=media_type(fmt))
+        upload = await parse_upload(request.query_params, request.headers, request.stream(), self.settings,
+                                    self.colorizer.info.output_space)
+        rgb = await self.colorize_batch(ColorizeJob(upload.image.rgb, upload.temperature))
+        encoded = await asyncio.to_thread(encode_image, rgb, upload.fmt, upload.image.alpha, JPEG_QUALITY)
+        return Response(encoded, media_type=media_type(upload.fmt))
 
 
 def build_app(settings: ServeSettings, **deployment_options: Any) -> Application:
