@@ -17,7 +17,6 @@ The last line printed is one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import io
 import json
@@ -37,7 +36,7 @@ from PIL import Image
 from skimage.color import rgb2lab
 from torch.utils.data import DataLoader
 
-from colorray import color
+from colorray import cli, color
 from colorray.data.loader import ShardSet, open_shard_set, train_loader
 from colorray.data.shards import write_shards
 
@@ -122,7 +121,7 @@ def _build_shards(src: Path, root: Path, repeat: int, resize: int, workers: int)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC if DEFAULT_SRC.is_dir() else None)
     parser.add_argument("--repeat", type=int, default=8, help="copies of the source images (more samples)")
     parser.add_argument("--resize", type=int, default=256, help="short side of the stored shards")

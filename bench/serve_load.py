@@ -36,11 +36,13 @@ import torch
 from PIL import Image
 from skimage import data
 
+from colorray import cli
 from colorray.data.images import decode_image, encode_image
 from colorray.export import save_generator
 from colorray.inference import Colorizer
 from colorray.models import create_model
 from colorray.serve.app import ServeSettings, build_app
+from colorray.serve.launch import http_port
 
 SIZES = {"256x256": (256, 256), "1920x1080": (1920, 1080)}
 CONCURRENCIES = (1, 8, 32)
@@ -50,7 +52,7 @@ TARGET_P50_OVERHEAD_MS = 25.0
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="export to serve (default: a fresh random-weight cnn)")
     parser.add_argument("--image-size", type=int, default=64, help="training resolution of the fresh cnn export")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 1], help="max_batch_size values; 1 = off")
@@ -156,10 +158,9 @@ def serve_cells(args: argparse.Namespace, model: Path, uploads: dict[str, bytes]
     import ray
     from ray import serve
 
-    port = free_port()
+    started = cli.connect_ray(log_to_driver=False, num_cpus=max(4, int(args.replica_cpus) + 1))
+    port = http_port("127.0.0.1", free_port() if started else None)
     url = f"http://127.0.0.1:{port}"
-    ray.init(num_cpus=max(4, int(args.replica_cpus) + 1), include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     results: dict[str, dict] = {}
     try:
         for batch_size in args.batch_sizes:
@@ -185,8 +186,11 @@ def serve_cells(args: argparse.Namespace, model: Path, uploads: dict[str, bytes]
                     results[f"batch{batch_size}/{name}/c{concurrency}"] = cell
             results[f"batch{batch_size}/counters"] = requests.get(f"{url}/info", timeout=10).json()["counters"]
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        if started:
+            serve.shutdown()
+            ray.shutdown()
+        else:
+            serve.delete("colorray")
     return results
 
 

@@ -17,7 +17,6 @@ The last line is one JSON object with every figure.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -26,7 +25,7 @@ from contextlib import nullcontext
 
 import torch
 
-from colorray import color
+from colorray import cli, color
 from colorray.config import TrainConfig, config_from_dict
 from colorray.losses.objective import Objective
 from colorray.models import create_model, output_space, split_class_logits
@@ -99,7 +98,7 @@ def measure_ray(model: str, workers: int, threads: int, args) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="cnn,resnet_regressor,resnet_unet,unet,eccv16,rgb_cnn,fusion,attention_unet")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -114,10 +113,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     median = lambda f: statistics.median(f() for _ in range(args.repeats))  # noqa: E731
     if not args.no_ray:
-        import ray
-
         os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-        ray.init(num_cpus=2 * args.threads, include_dashboard=True, dashboard_host="127.0.0.1")
+        cli.connect_ray(num_cpus=2 * args.threads)
     results = {}
     for model in args.models.split(","):
         plain = median(lambda: measure(model, args.size, args.batch_size, args.steps, args.warmup, args.device, args.amp))

@@ -15,7 +15,6 @@ The last line printed is the JSON summary.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
@@ -26,7 +25,7 @@ from pathlib import Path
 import ray
 import yaml
 
-from colorray.train.driver import connect_ray
+from colorray import cli
 from colorray.tune.driver import build_tuner, trial_rows
 from colorray.tune.sweep import load_sweep
 
@@ -91,13 +90,13 @@ def compare(trials: int, epochs: int, seed: int, folder: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=9, help="max epochs per trial (ASHA's max_t)")
     parser.add_argument("--repeats", type=int, default=1, help="repetitions with seeds 0..N-1 (medians reported)")
     parser.add_argument("--output", default=None, help="folder for the sweeps (default: a temporary one)")
     args = parser.parse_args()
-    connect_ray()
+    cli.connect_ray()
     folder = Path(args.output or tempfile.mkdtemp(prefix="tune-asha-"))
     folder.mkdir(parents=True, exist_ok=True)
     runs = []

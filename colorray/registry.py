@@ -18,6 +18,10 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+class UnknownOptionError(TypeError):
+    """An option a registered builder does not take (a config error, unlike other TypeErrors)."""
+
+
 class Registry:
     def __init__(self, kind: str):
         self.kind = kind
@@ -56,7 +60,7 @@ class Registry:
             return
         unknown = sorted(set(options) - set(parameters))
         if unknown:
-            raise TypeError(
+            raise UnknownOptionError(
                 f"{self.kind} '{name}' has no option {', '.join(repr(u) for u in unknown)}; "
                 f"its options: {', '.join(parameters) or 'none'}"
             )

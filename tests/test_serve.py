@@ -9,6 +9,7 @@ cluster.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import io
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,8 +41,10 @@ from colorray.serve.app import (
     BadInput,
     ServeSettings,
     SettingsError,
+    Upload,
     build_app,
     parse_query,
+    parse_upload,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -256,6 +260,37 @@ def bad_requests() -> list:
     return [pytest.param(*case[1:], id=case[0]) for case in cases]
 
 
+def parse_prepared(request_options: dict, output_space: str = "ab") -> Upload:
+    """What the service makes of a request built by ``requests`` (never sent): ``parse_upload`` without Serve."""
+    prepared = requests.Request("POST", "http://colorray.invalid/colorize", **request_options).prepare()
+    body = prepared.body if prepared.body is not None else b""
+
+    async def chunks():
+        for chunk in ([body] if isinstance(body, (bytes, str)) else body):
+            yield chunk.encode() if isinstance(chunk, str) else chunk
+
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(prepared.url).query))
+    settings = ServeSettings(model="m", max_pixels=LIMIT_PIXELS, max_bytes=LIMIT_BYTES)
+    return asyncio.run(parse_upload(query, prepared.headers, chunks(), settings, output_space))
+
+
+@pytest.mark.parametrize("request_options, status, message", bad_requests())
+def test_bad_requests_are_refused_before_the_model_runs(request_options, status, message):
+    with pytest.raises(BadInput) as refused:
+        parse_prepared(request_options)
+    assert refused.value.status == status and message in refused.value.message
+
+
+@pytest.mark.parametrize("upload", ["raw", "multipart"])
+def test_good_uploads_parse_to_the_decoded_image(upload):
+    photo = encode(color_photo(), "PNG")
+    options = {"data": photo} if upload == "raw" else {"files": {"image": ("a.png", photo)}}
+    parsed = parse_prepared({**options, "params": {"format": "jpeg", "temperature": "0.2"}}, output_space="bins")
+    assert (parsed.fmt, parsed.temperature) == ("jpeg", 0.2)
+    assert parsed.image.rgb.shape == (301, 203, 3) and parsed.image.alpha is None
+    assert np.array_equal(parsed.image.rgb, np.asarray(color_photo()))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("request_options, status, message", bad_requests())
 def test_bad_input_gets_json_4xx_and_service_keeps_serving(service, request_options, status, message):
@@ -334,6 +369,20 @@ def test_serve_cli_rejects_a_bad_model_path_and_a_busy_port(tmp_path, capsys, ex
         busy.listen()
         assert main(["--model", str(exports["cnn"]), "--port", str(busy.getsockname()[1])]) == 2
     assert capsys.readouterr().err.startswith("error: cannot listen on 127.0.0.1:")
+
+
+@pytest.mark.slow
+def test_serve_cli_on_a_running_cluster_refuses_a_port_its_proxy_cannot_move_to(service, exports, capsys):
+    """Finding 1: Serve already runs here (the service fixture's proxy); --port elsewhere is refused, naming it."""
+    from colorray.serve.launch import main
+
+    asked = free_port()
+    assert main(["--model", str(exports["cnn"]), "--port", str(asked)]) == 2
+    running = service.url.removeprefix("http://")
+    assert capsys.readouterr().err.startswith(
+        f"error: Serve already runs on this Ray cluster with its HTTP proxy on {running}, and a running proxy "
+        f"cannot move to port {asked}: pass --port {running.split(':')[1]}")
+    assert service.info()["model"] == "cnn", "the running service is untouched"
 
 
 class Chromium:

@@ -282,9 +282,7 @@ def _run_in_processes(jobs: list[ShardJob], workers: int) -> Iterator[ShardResul
 def _run_on_ray(jobs: list[ShardJob]) -> Iterator[ShardResult]:
     import ray
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address="auto" if os.environ.get("RAY_ADDRESS") else None, log_to_driver=False)
+    started_here = cli.connect_ray(log_to_driver=False)
     remote_write = ray.remote(write_shard)
     pending = [remote_write.remote(job) for job in jobs]
     try:

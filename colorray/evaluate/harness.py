@@ -358,9 +358,7 @@ def evaluate_distributed(shards: ShardSet, models: dict[str, str], settings: Set
     """One Ray task per shard on the running cluster (else a local Ray), merged in shard order."""
     import ray
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(log_to_driver=False)
+    started_here = cli.connect_ray(log_to_driver=False)
     try:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
         task = ray.remote(evaluate_shard_part).options(num_cpus=1, num_gpus=gpus)

@@ -148,7 +148,7 @@ def load_into(module: nn.Module, arch: str, pretrained: str, source_key: Callabl
     the wrong shape, raises ``ValueError``: random weights are never left in place.
     """
     if not isinstance(pretrained, str):
-        raise TypeError(f"pretrained must be 'none', 'imagenet' or a path, got {pretrained!r}")
+        raise ValueError(f"pretrained must be 'none', 'imagenet' or a path, got {pretrained!r}")
     if pretrained == "none":
         return
     state = load_state_dict(arch, pretrained)

@@ -44,7 +44,6 @@ from colorray.study.recipes import (
     study_configs,
 )
 from colorray.train import preflight
-from colorray.train.driver import connect_ray
 from colorray.tune.driver import (
     TrialRow,
     build_tuner,
@@ -241,7 +240,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         folder = out if args.resume else Path(scratch)
         prior = prepare_prior(recipe, settings, configs, root, folder)
         check_rows(configs)
-        connect_ray(log_to_driver=False)
+        cli.connect_ray(log_to_driver=False)
         sweep = study_sweep(settings, configs, out)
         check_resources(sweep)
         check_sweep_folder(sweep, args.resume)

@@ -48,21 +48,6 @@ def build_trainer(config: TrainConfig, callbacks: list | None = None, verbose: b
     )
 
 
-def connect_ray(log_to_driver: bool = True, verbose: bool = False) -> None:
-    """Join the running cluster (ray job submit, RAY_ADDRESS, `ray start`), else start a local Ray.
-
-    ``log_to_driver=False`` keeps the workers' lines (also in each run's logs) off this process's console.
-    Ray's start-up banners are INFO logs: shown only when ``verbose``.
-    """
-    if ray.is_initialized():
-        return
-    level = console.ray_log_level(verbose)
-    try:
-        ray.init(address="auto", log_to_driver=log_to_driver, logging_level=level)
-    except ConnectionError:
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=log_to_driver, logging_level=level)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = cli.ArgumentParser(
         prog="python -m colorray.train",
@@ -77,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="print the full config and Ray's own logs (per-report dumps, start-up banners)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides, e.g. model.name=unet optim.lr=2e-4 gan.enabled=true")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(dump_config(config), end="")
             return 0
-        connect_ray(verbose=args.verbose)
+        cli.connect_ray(verbose=args.verbose)
         preflight.check_cluster(config)
     except preflight.PREFLIGHT_ERRORS as error:
         return cli.fail(error)

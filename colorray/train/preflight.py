@@ -32,13 +32,14 @@ from colorray.data.prior import load_prior
 from colorray.losses.objective import Objective, check_losses
 from colorray.metrics import resolve_selection
 from colorray.models import create_model, model_option_names, output_space
-from colorray.models.weights import PretrainedWeightsMissing
-from colorray.registry import UnknownNameError
+from colorray.registry import UnknownNameError, UnknownOptionError
 from colorray.train.checkpoints import RUN_CONFIG_FILE, run_dir
 from colorray.train.optim import check_optim
 
-PREFLIGHT_ERRORS = (ConfigError, DataError, UnknownNameError, PretrainedWeightsMissing, ValueError, TypeError,
-                    FileNotFoundError, KeyError)
+# Configuration errors, printed as one line: colorray's own errors (ConfigError, DataError, PriorError, ...)
+# are ValueErrors; unknown names and options are KeyError/TypeError subclasses of their own. Any other
+# TypeError, KeyError or AttributeError is a bug in colorray and keeps its traceback.
+PREFLIGHT_ERRORS = (ValueError, UnknownNameError, UnknownOptionError, FileNotFoundError, ConnectionError)
 GAN_MODES = ("vanilla", "lsgan")
 
 

@@ -31,11 +31,12 @@ import ray.train
 from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
+from colorray import cli
 from colorray.config import ConfigError, TrainConfig, config_to_dict, dump_config
 from colorray.export import EXPORT_FILENAME, LAST_EXPORT_FILENAME
 from colorray.metrics import select_best
 from colorray.train import checkpoints, preflight
-from colorray.train.driver import build_trainer, connect_ray
+from colorray.train.driver import build_trainer
 from colorray.tune.sweep import (
     TRIAL_CPU,
     Sweep,
@@ -296,7 +297,7 @@ def output_dir(sweep: Sweep, asked: str | None) -> Path:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m colorray.tune",
         description="Run a hyperparameter sweep of colorray training on Ray Tune (see docs/tune.md).",
     )
@@ -320,14 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         sweep = load_sweep(args.sweep_file, cli_overrides(args))
-        connect_ray()
+        cli.connect_ray()
         check_resources(sweep)
         check_sweep_folder(sweep, args.resume)
         out = output_dir(sweep, args.output)
         tuner = build_tuner(sweep, args.resume, out)
     except preflight.PREFLIGHT_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return cli.fail(error)
     grid = tuner.fit()
     unfinished = sum(result.error is None and not result.metrics.get("done") for result in grid)
     if unfinished and not sweep.spec.time_budget_s:
