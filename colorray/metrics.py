@@ -4,17 +4,21 @@ Every metric returns one value per image, shape (N,). RGB inputs are sRGB
 floats in 0..1 of shape (N, 3, H, W), reconstructed from the true L and the
 predicted ab (``colorray.color.model_outputs_to_rgb``); they are rounded to
 uint8 values (data range 255) before any RGB metric, as saved images would be.
-ab inputs are in Lab units (N, 2, H, W). ``image_metrics`` is the one entry
-point of training validation and the evaluation harness; ``summarize`` turns
-its per-image values into means with 95% confidence intervals. The protocol is
-written down in ``docs/metrics.md``.
+The ab metrics (distance, accuracy within a threshold, AUC, optionally
+rebalanced by per-pixel weights from ``colorray.color.pixel_rebalance_weights``)
+take ab in Lab units (N, 2, H, W). LPIPS is only ever computed with real
+pretrained AlexNet weights (loaded through ``colorray.models.weights``); without
+them it is reported as unavailable.
+
+``image_metrics`` is the one entry point of training validation and the
+evaluation harness: it takes the normalized model tensors (L, predicted ab,
+true ab) and returns every metric per image; ``summarize`` turns those values
+into means with 95% confidence intervals. The protocol is written down in
+``docs/metrics.md``.
 
 Also here: the model-selection rule shared by training's export, Tune's
 ``best/`` and the loading of a run folder (``resolve_selection``,
-``select_best``, and ``color_score``, the default when LPIPS is unavailable);
- the per-pixel rebalancing weights of an ab map, and the loading of
-torchvision backbone weights into a network (shared with the perceptual loss).
-LPIPS is only ever computed with real pretrained AlexNet weights.
+``select_best``, and ``color_score``, the default when LPIPS is unavailable).
 """
 
 from __future__ import annotations
