@@ -17,6 +17,8 @@ COMMANDS = {
     "shards": "colorray.data.shards",
     "prior": "colorray.data.prior",
     "client": "colorray.serve.client",
+    "study": "colorray.study.runner",
+    "judge": "colorray.judge.__main__",
 }
 
 

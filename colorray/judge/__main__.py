@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--task", choices=TASKS, default=PAIRWISE, help="what raters are asked (default: pairwise)")
     serve.add_argument("--db", default=DEFAULT_DB, help=f"SQLAlchemy database URL (default: {DEFAULT_DB})")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8010, help="port to listen on (default: 8010)")
+    serve.add_argument("--port", type=cli.port, default=8010, help="port to listen on (default: 8010)")
     serve.add_argument("--exposure-ms", type=positive_int, default=1000,
                        help="real_or_fake: milliseconds an image is shown before it is hidden (default: 1000)")
     serve.add_argument("--max-votes-per-second", type=positive_int, default=5,
