@@ -101,6 +101,7 @@ class RunSettings:
     print_every_steps: int = 0  # a console line every N steps within an epoch; 0: one line per epoch
     sample_images: int = 8  # validation images in the PNG grid
     fail_once_at_step: int = -1  # test-only: rank 0 raises once at this global step
+    init_from: str = ""  # a checkpoint folder (state.pt) to start from when the run has none of its own
 
 
 @dataclass

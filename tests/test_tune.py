@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
+import re
 import signal
 import subprocess
 import sys
@@ -12,15 +14,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torchvision
 import yaml
+from ray import tune
 from skimage import data as photos
 
-from colorray.config import config_to_dict
+from colorray.config import ConfigError, config_to_dict
 from colorray.export import load_generator
 from colorray.inference import Colorizer
 from colorray.models.weights import expected_path
 from colorray.tune.driver import main
-from colorray.tune.sweep import load_sweep, parse_sweep, trial_config
+from colorray.tune.sweep import (
+    ClipToRanges,
+    load_sweep,
+    parse_sweep,
+    scheduler,
+    trial_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tune_configs" / "smoke.yaml"
@@ -39,6 +50,10 @@ def sweep_file(tmp_path: Path, **changes) -> Path:
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
+
+
+def metrics_lines(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def results_table(out: Path) -> list[dict]:
@@ -164,7 +179,7 @@ def test_perceptual_mix_without_vgg_weights_is_refused_before_any_trial(capsys):
     assert "search_space 'gan.gamma' = 0.0: pretrained vgg19 weights not found" in error
 
 
-@pytest.mark.parametrize("name", ["smoke", "learning_rates", "architectures"])
+@pytest.mark.parametrize("name", ["smoke", "learning_rates", "architectures", "optuna"])
 def test_shipped_cpu_sweeps_pass_every_check(name):
     sweep = load_sweep(REPO / "tune_configs" / f"{name}.yaml")
     assert sweep.spec.name == name and sweep.base.run.checkpoint_every_steps == 0
@@ -191,3 +206,99 @@ def test_relative_local_paths_are_made_absolute_for_trials(tmp_path, monkeypatch
     sweep = parse_sweep(path)
     assert sweep.uri == str(tmp_path / "relative" / "tune" / "smoke")
     assert sweep.base.data.train == str(tmp_path / "shards" / "train")
+
+
+def shipped_sweep(tmp_path: Path, name: str, **changes) -> Path:
+    """A shipped sweep file shrunk for a test: ``changes`` replace top-level keys, ``base`` is merged."""
+    values = yaml.safe_load((REPO / "tune_configs" / f"{name}.yaml").read_text())
+    values["storage_path"] = str(tmp_path / "runs")
+    for key, value in changes.items():
+        values[key] = {**values[key], **value} if key == "base" else value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+TINY_BASE = {"data": {"image_size": 32, "batch_size": 8, "samples_per_epoch": 32, "val_samples": 8,
+                      "loader_workers": 0}, "run": {"epochs": 4, "sample_images": 2, "keep_checkpoints": 1}}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_pbt_sweep_exploits_donor_checkpoints_and_resumes(ray_cluster, tmp_path):
+    """Two trials of tune_configs/pbt.yaml (tiny): the worse one restarts its Train run from the better one's
+    checkpoint with perturbed values; interrupted after a trial finishes, the sweep resumes to the end."""
+    vgg = tmp_path / "vgg19-features.pth"  # a stand-in trunk so gamma < 1 runs offline (never a reported number)
+    torch.save({f"features.{k}": v for k, v in torchvision.models.vgg19().features[:4].state_dict().items()}, vgg)
+    base = {**TINY_BASE, "model": {"name": "unet", "options": {"ngf": 8, "num_downs": 4}},
+            "gan": {"enabled": True, "options": {"ndf": 8}, "pretrain_epochs": 1},
+            "loss": {"options": {"perceptual": {"pretrained": str(vgg), "layers": ["relu1_2"]}}}}
+    space = {"gan.lambda_l1": {"loguniform": [1, 200]}, "gan.gamma": {"uniform": [0.5, 0.9]},
+             "optim.lr": {"loguniform": [1.0e-4, 3.0e-3]}}
+    path = shipped_sweep(tmp_path, "pbt", base=base, search_space=space, num_samples=2, max_concurrent=2,
+                         scheduler={"type": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
+                                    "resample_probability": 0.25})
+    command = [sys.executable, "-m", "colorray.tune", str(path)]
+    finished, output = run_until_first_trial_finishes(command)
+    assert finished and "--resume" in output
+    resumed = subprocess.run([*command, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    out = tmp_path / "runs" / "pbt"
+    rows = results_table(out)
+    assert len(rows) == 2 and all(row["best val/psnr"] != "-" for row in rows)
+    assert (out / "best" / "generator.pt").is_file()
+    exploits = [run for run in (out / "trials").iterdir() if "-from-" in run.name]
+    assert exploits, sorted(p.name for p in (out / "trials").iterdir())  # PBT copied a donor at least once
+    continued = [run for run in exploits if (run / "metrics.jsonl").is_file()]
+    assert continued  # an exploited trial trained on from its donor's checkpoint
+    for run in continued:
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        donor_epoch = int(run.name.rsplit("-e", 1)[1])
+        assert "/checkpoint_" in config["run"]["init_from"] and 0.5 <= config["gan"]["gamma"] <= 0.9
+        first = metrics_lines(run)[0]
+        assert first["epoch"] == donor_epoch + 1 and first["step"] == (donor_epoch + 1) * 4  # 32 samples / 8
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_optuna_sweep_samples_with_tpe_and_resumes(ray_cluster, tmp_path):
+    base = {**TINY_BASE, "model": {"name": "cnn", "options": {"width": 8}}, "run": {**TINY_BASE["run"], "epochs": 1}}
+    path = shipped_sweep(tmp_path, "optuna", base=base, num_samples=3, max_concurrent=2, scheduler={"type": "none"},
+                         search_space={"optim.lr": {"loguniform": [1.0e-4, 1.0e-2]},
+                                       "model.options.width": {"choice": [4, 8]}})
+    command = [sys.executable, "-m", "colorray.tune", str(path)]
+    finished, output = run_until_first_trial_finishes(command)
+    assert finished and "--resume" in output
+    resumed = subprocess.run([*command, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    rows = results_table(tmp_path / "runs" / "optuna")
+    assert len(rows) == 3 and {row["status"] for row in rows} == {"completed"}  # none lost, none run twice
+    assert all(1e-4 <= float(row["optim.lr"]) <= 1e-2 and row["model.options.width"] in ("4", "8") for row in rows)
+    assert len({row["optim.lr"] for row in rows}) == 3
+    state = list((tmp_path / "runs" / "optuna").glob("searcher-state-*.pkl"))
+    assert state  # OptunaSearch's study, saved by Tune and restored on --resume
+
+
+PBT_SPACE = {"gan.lambda_l1": {"loguniform": [1, 200]}, "optim.lr": {"loguniform": [1.0e-4, 1.0e-2]}}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"search_space": {**PBT_SPACE, "model.options.width": {"choice": [8, 16]}}},
+     "search_space 'model.options.width' cannot be perturbed by pbt: an exploit loads the donor's network"),
+    ({"num_samples": 1}, "scheduler pbt needs a population: num_samples >= 2"),
+    ({"search": {"type": "optuna"}}, "scheduler pbt samples its own values: use search.type random"),
+    ({"search_space": {"optim.lr": {"grid": [1.0e-3, 1.0e-2]}}}, "pbt cannot perturb grid entries"),
+])
+def test_pbt_sweeps_refuse_what_an_exploit_cannot_carry(tmp_path, changes, message):
+    settings = {"scheduler": {"type": "pbt"}, "search_space": PBT_SPACE, "num_samples": 4, **changes}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_sweep(sweep_file(tmp_path, **settings))
+
+
+def test_pbt_explores_within_the_search_ranges():
+    sweep = parse_sweep(REPO / "tune_configs" / "pbt.yaml")
+    pbt = scheduler(sweep.spec, sweep.base.run.epochs, Path("unused"))
+    assert isinstance(pbt, tune.schedulers.PopulationBasedTraining)
+    clip = ClipToRanges(sweep.spec.search_space)
+    assert clip({"gan.gamma": 1.08, "gan.lambda_l1": 0.8, "optim.lr": 3e-4}) == \
+        {"gan.gamma": 1.0, "gan.lambda_l1": 1.0, "optim.lr": 3e-4}

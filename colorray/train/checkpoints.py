@@ -19,6 +19,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ray.train
 import torch
 import torchvision
 
@@ -102,6 +103,22 @@ def restore(checkpoint, models, optimizers, schedulers) -> Position:
         for name, obj in objects.items():
             obj.load_state_dict(state[group][name])
     return Position(**state["position"])
+
+
+def restore_or_init(config: TrainConfig, models, optimizers, schedulers, lrs: dict[str, float]) -> Position:
+    """Continue the run from its own latest checkpoint; else from ``run.init_from`` (another run's checkpoint,
+    such as a PBT donor's), taking its weights, optimizer moments and position but this run's learning rates
+    ``lrs`` (per optimizer), at the point of their schedules the donor had reached."""
+    own = ray.train.get_checkpoint()
+    if own is not None or not config.run.init_from:
+        return restore(own, models, optimizers, schedulers)
+    position = restore(ray.train.Checkpoint(config.run.init_from), models, optimizers, schedulers)
+    for name, scheduler in schedulers.items():
+        lr = lrs[name]
+        scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+        for group, factor in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas):
+            group["initial_lr"], group["lr"] = lr, lr * factor(scheduler.last_epoch)
+    return position
 
 
 def fail_once_if_asked(config: TrainConfig, rank: int, step: int) -> None:

@@ -45,7 +45,8 @@ def train_loop_per_worker(config_dict: dict) -> None:
                   for name, model in models.items()}
     schedulers = {name: build_scheduler(opt, config.optim, steps_per_epoch, epochs_for(config, name))
                   for name, opt in optimizers.items()}
-    position = checkpoints.restore(ray.train.get_checkpoint(), models, optimizers, schedulers)
+    position = checkpoints.restore_or_init(config, models, optimizers, schedulers,
+                                           {name: lr_for(config, name) for name in optimizers})
     space = models["generator"].output_space
     models = {name: ray.train.torch.prepare_model(model) for name, model in models.items()}
     objective = Objective(config, prior, device)

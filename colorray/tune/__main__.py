@@ -2,6 +2,10 @@
 
 import sys
 
-from colorray.tune.driver import main
+from colorray.train import console
+
+console.quiet_ray_console(sys.argv[1:])  # before ray is imported
+
+from colorray.tune.driver import main  # noqa: E402
 
 sys.exit(main())

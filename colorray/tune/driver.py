@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import shutil
 import sys
@@ -37,6 +38,7 @@ from colorray.export import EXPORT_FILENAME, LAST_EXPORT_FILENAME
 from colorray.metrics import select_best
 from colorray.train import checkpoints, preflight
 from colorray.train.driver import build_trainer
+from colorray.tune import population
 from colorray.tune.sweep import (
     TRIAL_CPU,
     Sweep,
@@ -56,17 +58,24 @@ BEST_DIR = "best"
 SCHEDULER_STATE = "scheduler_state.pkl"
 
 
-def trial_fn(sampled: dict, base: dict, trials_uri: str) -> None:
+def trial_fn(sampled: dict, base: dict, trials_uri: str, checkpointed: bool = False, verbose: bool = False) -> None:
     """One Tune trial: a Ray Train run of the base config with the sampled values, reporting to Tune."""
-    run_trial(trial_config(base, sampled), trials_uri)
+    run_trial(trial_config(base, sampled), trials_uri, checkpointed, verbose)
 
 
-def run_trial(config: TrainConfig, trials_uri: str) -> None:
-    """Fit ``config`` as this Tune trial's Ray Train run, named after the trial id (stable across resumes)."""
+def run_trial(config: TrainConfig, trials_uri: str, checkpointed: bool = False, verbose: bool = False) -> None:
+    """Fit ``config`` as this Tune trial's Ray Train run, named after the trial id (stable across resumes).
+
+    ``checkpointed`` (PBT) also hands Tune a checkpoint per report (``colorray.tune.population``).
+    """
+    builder = functools.partial(build_trainer, verbose=verbose)
+    if checkpointed:
+        population.run_checkpointed_trial(config, trials_uri, builder)
+        return
     config.run.name = ray.tune.get_context().get_trial_id()
     config.run.storage_path = trials_uri
     checkpoints.save_run_config(config)
-    build_trainer(config, callbacks=[TuneReportCallback()]).fit()
+    builder(config, callbacks=[TuneReportCallback()]).fit()
 
 
 class TrialLog(tune.Callback):
@@ -90,12 +99,14 @@ class TrialLog(tune.Callback):
 
 
 def build_tuner(sweep: Sweep, resume: bool, out: Path, trainable=None, prefix: str = "colorray.tune",
-                verbose: int = 1) -> tune.Tuner:
-    """The sweep's Tuner; ``trainable`` (default: ``trial_fn`` over the sweep's base) takes the sampled values."""
-    trainable = tune.with_resources(
-        trainable or tune.with_parameters(trial_fn, base=config_to_dict(sweep.base), trials_uri=sweep.trials_uri),
-        {"cpu": TRIAL_CPU},
-    )
+                verbose: int = 0) -> tune.Tuner:
+    """The sweep's Tuner; ``trainable`` (default: ``trial_fn`` over the sweep's base) takes the sampled values.
+
+    ``verbose`` is Tune's own (0: only colorray's line per finished trial; 1: Tune's status tables too).
+    """
+    default = tune.with_parameters(trial_fn, base=config_to_dict(sweep.base), trials_uri=sweep.trials_uri,
+                                   checkpointed=sweep.spec.scheduler.type == "pbt", verbose=verbose > 0)
+    trainable = tune.with_resources(trainable or default, {"cpu": TRIAL_CPU})
     if resume:
         return tune.Tuner.restore(sweep.uri, trainable, resume_unfinished=True, resume_errored=True)
     spec = sweep.spec
@@ -307,6 +318,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--storage-path", help="override storage_path")
     parser.add_argument("--output", help="folder for the table, plots and best/ (default: the sweep folder)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are kept")
+    parser.add_argument("--verbose", action="store_true", help="print Tune's status tables and Ray's own logs")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides of the sweep file, e.g. base.run.epochs=2 scheduler.type=none")
     return parser.parse_intermixed_args(argv)
@@ -321,11 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         sweep = load_sweep(args.sweep_file, cli_overrides(args))
-        cli.connect_ray()
+        cli.connect_ray(verbose=args.verbose)
         check_resources(sweep)
         check_sweep_folder(sweep, args.resume)
         out = output_dir(sweep, args.output)
-        tuner = build_tuner(sweep, args.resume, out)
+        tuner = build_tuner(sweep, args.resume, out, verbose=int(args.verbose))
     except preflight.PREFLIGHT_ERRORS as error:
         return cli.fail(error)
     grid = tuner.fit()

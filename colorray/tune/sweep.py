@@ -48,7 +48,8 @@ RANGES = {  # distribution -> number of arguments: [low, high] or [low, high, q]
 LISTS = ("choice", "grid")
 DISTRIBUTIONS = (*RANGES, *LISTS)
 SEARCHES = ("random", "grid", "optuna")
-SCHEDULERS = ("asha", "none")
+SCHEDULERS = ("asha", "pbt", "none")
+PBT_FIXED = ("model", "gan.enabled", "gan.discriminator", "gan.options", "optim.name", "data.image_size")
 TRIAL_CPU = 0.1  # what each trial's driver function holds; the Train workers get their own CPUs
 SET_BY_SWEEP = {  # keys a search space may not hold, and why
     "run.name": "each trial's run is named after its Tune trial id",
@@ -63,9 +64,12 @@ SET_BY_SWEEP = {  # keys a search space may not hold, and why
 
 @dataclass
 class SchedulerSpec:
-    type: str = "asha"  # asha | none
+    type: str = "asha"  # asha | pbt | none
     grace_period: int = 1  # epochs every trial runs before ASHA may stop it
     reduction_factor: float = 2.0  # ASHA keeps the best 1/reduction_factor of each rung
+    perturbation_interval: int = 1  # pbt: epochs between a trial's exploit/explore steps
+    quantile_fraction: float = 0.25  # pbt: the bottom share copies one of the top share
+    resample_probability: float = 0.25  # pbt: chance a perturbed value is drawn anew instead of scaled
 
 
 @dataclass
@@ -166,9 +170,31 @@ def check_settings(spec: SweepConfig) -> None:
         raise ConfigError(f"scheduler.grace_period must be >= 1 epoch, got {spec.scheduler.grace_period}")
     if spec.scheduler.reduction_factor <= 1:
         raise ConfigError(f"scheduler.reduction_factor must be > 1, got {spec.scheduler.reduction_factor}")
+    if spec.scheduler.type == "pbt":
+        _check_pbt(spec)
     if not spec.search_space:
         raise ConfigError("search_space is empty: map at least one dotted TrainConfig key to a distribution, "
                           "e.g. optim.lr: {loguniform: [1.0e-4, 3.0e-3]}")
+
+
+def _check_pbt(spec: SweepConfig) -> None:
+    """PBT copies a donor's weights into a trial and perturbs the searched values: they must not change the network."""
+    pbt = spec.scheduler
+    if pbt.perturbation_interval < 1 or not 0 < pbt.quantile_fraction <= 0.5 or not 0 <= pbt.resample_probability <= 1:
+        raise ConfigError("scheduler pbt needs perturbation_interval >= 1, 0 < quantile_fraction <= 0.5 and "
+                          f"0 <= resample_probability <= 1, got {pbt.perturbation_interval}, "
+                          f"{pbt.quantile_fraction}, {pbt.resample_probability}")
+    if spec.search.type != "random":
+        raise ConfigError(f"scheduler pbt samples its own values: use search.type random, not {spec.search.type}")
+    if spec.num_samples < 2:
+        raise ConfigError(f"scheduler pbt needs a population: num_samples >= 2, got {spec.num_samples}")
+    for key in spec.search_space:
+        fixed = next((f for f in PBT_FIXED if key == f or key.startswith(f + ".")), None)
+        if fixed:
+            raise ConfigError(f"search_space '{key}' cannot be perturbed by pbt: an exploit loads the donor's "
+                              f"network, so '{fixed}' must be the same in every trial (set it in base)")
+        if "grid" in spec.search_space[key]:
+            raise ConfigError(f"search_space '{key}': pbt cannot perturb grid entries: use choice or a range")
 
 
 def _check_choice(key: str, value: str, known: Sequence[str]) -> None:
@@ -424,10 +450,36 @@ class ResumableASHA(tune.schedulers.ASHAScheduler):
         self.save(self.state_file)
 
 
+class ClipToRanges:
+    """PBT's explore step scales values by 0.8 or 1.2: keep them inside their search-space range."""
+
+    def __init__(self, search_space: dict[str, Any]):
+        self.ranges = {key: args for key, (name, args) in
+                       ((key, distribution(key, value)) for key, value in search_space.items()) if name in RANGES}
+
+    def __call__(self, config: dict) -> dict:
+        for key, (low, high, *_) in self.ranges.items():
+            if key in config:
+                top = high - 1 if isinstance(config[key], int) else high  # randint's high is excluded
+                config[key] = type(config[key])(min(max(config[key], low), top))
+        return config
+
+
 def scheduler(spec: SweepConfig, epochs: int, state_file: Path):
-    """ASHA on the reported ``epoch`` (stable across resumes, unlike Tune's training_iteration), or FIFO."""
+    """ASHA or PBT on the reported ``epoch`` (stable across resumes, unlike Tune's training_iteration), or FIFO.
+
+    PBT perturbs every searched key within its search-space distribution.
+    """
     if spec.scheduler.type == "none":
         return tune.schedulers.FIFOScheduler()
+    if spec.scheduler.type == "pbt":
+        pbt = spec.scheduler
+        return tune.schedulers.PopulationBasedTraining(
+            time_attr="epoch", perturbation_interval=pbt.perturbation_interval,
+            quantile_fraction=pbt.quantile_fraction, resample_probability=pbt.resample_probability,
+            hyperparam_mutations={key: _domain(*distribution(key, value)) for key, value in spec.search_space.items()},
+            custom_explore_fn=ClipToRanges(spec.search_space),
+        )
     state_file.parent.mkdir(parents=True, exist_ok=True)
     return ResumableASHA(
         str(state_file), time_attr="epoch", max_t=epochs, grace_period=spec.scheduler.grace_period,
