@@ -73,6 +73,7 @@ class OptimConfig:
     step_epochs: int = 10  # step schedule: decay every this many epochs
     step_gamma: float = 0.5
     grad_clip: float = 0.0  # max gradient norm; 0: off
+    accumulate_steps: int = 1  # sum the gradients of this many batches per optimizer step
 
 
 @dataclass
@@ -89,7 +90,8 @@ class RunSettings:
     storage_path: str = "runs"  # local folder, NFS path or s3:// URI
     epochs: int = 8
     seed: int = 0
-    amp: bool = False  # bf16 autocast on GPU
+    amp: str | bool = "none"  # none | fp16 (with GradScaler) | bf16 | auto (GPU: bf16 if it has it, else fp16; CPU: none)
+    ema_decay: float = 0.0  # EMA of the generator's weights, validated and exported; 0: off (e.g. 0.999)
     channels_last: bool = False
     checkpoint_every_steps: int = 0  # 0: only at each epoch end
     val_every_steps: int = 0  # validate (and checkpoint) every N steps too; 0: only at each epoch end
@@ -102,6 +104,10 @@ class RunSettings:
     sample_images: int = 8  # validation images in the PNG grid
     fail_once_at_step: int = -1  # test-only: rank 0 raises once at this global step
     init_from: str = ""  # a checkpoint folder (state.pt) to start from when the run has none of its own
+
+    def __post_init__(self) -> None:
+        if isinstance(self.amp, bool):  # the old boolean: true was bf16 autocast on GPUs
+            self.amp = "auto" if self.amp else "none"
 
 
 @dataclass

@@ -69,7 +69,7 @@ def needed_weights(config) -> set[str]:
     needed = set()
     if config.model.options.get("pretrained") == "imagenet":
         needed.add(TORCHVISION_FILES[f"resnet{config.model.options['depth']}"])
-    if config.run.metric == "val/lpips":
+    if config.run.metric in ("val/lpips", "auto"):  # auto is val/lpips where the AlexNet weights can be had
         needed.add(TORCHVISION_FILES["alexnet"])
     return needed
 

@@ -18,7 +18,8 @@ from colorray.losses.objective import Objective, check_losses
 from colorray.metrics import image_metrics
 from colorray.models import list_models, model_option_names, output_space, predict_ab
 from colorray.train.loop import build_models, train_step, training_target
-from colorray.train.optim import build_optimizer
+from colorray.train.optim import build_optimizer, build_scheduler
+from colorray.train.stepping import Updater
 
 SIZE = 32
 CLASSES = {"indoor": 0, "outdoor": 1}
@@ -59,12 +60,14 @@ def one_step(config, adversarial: bool):
     device = torch.device("cpu")
     models = build_models(config, CLASSES, device)
     optimizers = {name: build_optimizer(model.parameters(), config.optim) for name, model in models.items()}
+    schedulers = {name: build_scheduler(opt, config.optim, 1, 1) for name, opt in optimizers.items()}
+    updater = Updater(config, models, optimizers, schedulers, device)
     before = {name: [p.detach().clone() for p in model.parameters()] for name, model in models.items()}
     rgb = torch.randint(0, 256, (2, 3, SIZE, SIZE), dtype=torch.uint8)
     L, ab = color.rgb_to_model_inputs(rgb)
     target = training_target(models["generator"].output_space, rgb, ab)
     labels = torch.tensor([0, 1])
-    losses = train_step(models, optimizers, Objective(config, None, device), L, target, labels, adversarial, config)
+    losses = train_step(models, updater, Objective(config, None, device), L, target, labels, adversarial)
     return models, before, losses, L, ab
 
 

@@ -20,6 +20,7 @@ from colorray.losses.objective import Objective
 from colorray.train import checkpoints
 from colorray.train.loop import LossMeter, build_models, train_step
 from colorray.train.optim import build_optimizer, build_scheduler
+from colorray.train.stepping import Updater
 
 SIZE = 32
 CPU = torch.device("cpu")
@@ -44,7 +45,7 @@ def training_parts(config, seed: int = 0):
     optimizers = {name: build_optimizer(model.parameters(), config.optim) for name, model in models.items()}
     schedulers = {name: build_scheduler(opt, config.optim, steps_per_epoch=10, epochs=2)
                   for name, opt in optimizers.items()}
-    return models, optimizers, schedulers
+    return models, Updater(config, models, optimizers, schedulers, CPU)
 
 
 def test_supervised_objective_is_the_weighted_sum_of_its_terms_plus_the_class_term():
@@ -81,25 +82,25 @@ def test_gan_objective_values_for_the_generator_and_the_critic():
 
 
 def test_train_step_returns_the_objective_before_the_update_and_learns_a_fixed_batch():
-    config = tiny_config(optim={"lr": 0.01})
-    models, optimizers, _ = training_parts(config)
+    config = tiny_config(optim={"lr": 0.01, "schedule": "constant"})
+    models, updater = training_parts(config)
     objective = Objective(config, None, CPU)
     L, ab = fixed_batch()
     with torch.no_grad():
         before = objective.supervised(models["generator"](L), ab, L)["total"].item()
-    first = train_step(models, optimizers, objective, L, ab, torch.full((4,), -1), False, config)
+    first = train_step(models, updater, objective, L, ab, torch.full((4,), -1), False)
     assert first["total"].item() == pytest.approx(before, rel=1e-5)
     for _ in range(40):
-        last = train_step(models, optimizers, objective, L, ab, torch.full((4,), -1), False, config)
+        last = train_step(models, updater, objective, L, ab, torch.full((4,), -1), False)
     assert last["total"].item() < 0.5 * before
 
 
 def test_gan_train_step_updates_the_critic_and_the_generator():
     config = tiny_config(gan={"enabled": True, "options": {"ndf": 8}})
-    models, optimizers, _ = training_parts(config)
+    models, updater = training_parts(config)
     critic_before = [p.detach().clone() for p in models["critic"].parameters()]
     L, ab = fixed_batch()
-    losses = train_step(models, optimizers, Objective(config, None, CPU), L, ab, torch.full((4,), -1), True, config)
+    losses = train_step(models, updater, Objective(config, None, CPU), L, ab, torch.full((4,), -1), True)
     assert {"critic", "critic_real", "critic_fake", "adversarial", "l1", "total"} <= set(losses)
     assert any(not torch.equal(p, q) for p, q in zip(models["critic"].parameters(), critic_before))
 
@@ -117,27 +118,24 @@ def test_loss_meter_gives_interval_means_and_starts_over():
 def test_checkpoint_round_trip_restores_models_optimizers_schedulers_and_position(tmp_path):
     config = tiny_config(gan={"enabled": True, "options": {"ndf": 8}}, run={"name": "trip",
                                                                           "storage_path": str(tmp_path)})
-    models, optimizers, schedulers = training_parts(config, seed=0)
+    models, updater = training_parts(config, seed=0)
     L, ab = fixed_batch()
-    for _ in range(3):
-        train_step(models, optimizers, Objective(config, None, CPU), L, ab, torch.full((4,), -1), True, config)
-        for scheduler in schedulers.values():
-            scheduler.step()
+    for _ in range(3):  # each step also advances the schedules
+        train_step(models, updater, Objective(config, None, CPU), L, ab, torch.full((4,), -1), True)
     position = checkpoints.Position(epoch=1, batches_done=3, step=7, val_metrics={"val/psnr": 20.5})
     folder = tmp_path / "checkpoint"
     folder.mkdir()
-    checkpoints.save(folder, config, models, optimizers, schedulers, position, {"val/psnr": 20.5, "step": 7})
+    checkpoints.save(folder, config, models, updater, position, {"val/psnr": 20.5, "step": 7})
 
-    fresh_models, fresh_optimizers, fresh_schedulers = training_parts(config, seed=1)
-    restored = checkpoints.restore(Checkpoint.from_directory(str(folder)), fresh_models, fresh_optimizers,
-                                   fresh_schedulers)
+    fresh_models, fresh_updater = training_parts(config, seed=1)
+    restored = checkpoints.restore(Checkpoint.from_directory(str(folder)), fresh_models, fresh_updater)
     assert restored == position
     for name, model in models.items():
         for (key, value), fresh in zip(model.state_dict().items(), fresh_models[name].state_dict().values()):
             assert torch.equal(value, fresh), (name, key)
-        saved, loaded = optimizers[name].state_dict(), fresh_optimizers[name].state_dict()
+        saved, loaded = updater.optimizers[name].state_dict(), fresh_updater.optimizers[name].state_dict()
         assert all(torch.equal(saved["state"][k]["exp_avg"], loaded["state"][k]["exp_avg"]) for k in saved["state"])
-        assert schedulers[name].last_epoch == fresh_schedulers[name].last_epoch == 3
+        assert updater.schedulers[name].last_epoch == fresh_updater.schedulers[name].last_epoch == 3
     exported, info = load_generator(folder)
     assert info.metrics == {"val/psnr": 20.5} and info.image_size == SIZE
     with torch.no_grad():
@@ -147,9 +145,9 @@ def test_checkpoint_round_trip_restores_models_optimizers_schedulers_and_positio
 
 def test_restore_refuses_a_checkpoint_without_a_models_state(tmp_path):
     config = tiny_config()
-    models, optimizers, schedulers = training_parts(config)
-    checkpoints.save(tmp_path, config, models, optimizers, schedulers, checkpoints.Position(), {})
+    models, updater = training_parts(config)
+    checkpoints.save(tmp_path, config, models, updater, checkpoints.Position(), {})
     gan_config = tiny_config(gan={"enabled": True, "options": {"ndf": 8}})
-    gan_models, gan_optimizers, gan_schedulers = training_parts(gan_config)
+    gan_models, gan_updater = training_parts(gan_config)
     with pytest.raises(ValueError, match="no models state for critic"):
-        checkpoints.restore(Checkpoint.from_directory(str(tmp_path)), gan_models, gan_optimizers, gan_schedulers)
+        checkpoints.restore(Checkpoint.from_directory(str(tmp_path)), gan_models, gan_updater)

@@ -5,5 +5,6 @@
 - ``preflight``: config checks that fail fast, before Ray is involved.
 - ``checkpoints``: checkpoints, the run folder and what it holds.
 - ``optim``: optimizers and learning-rate schedules.
+- ``stepping``: mixed precision, gradient accumulation, clipping and the generator's EMA.
 - ``validation``: per-epoch validation metrics and sample grids inside the workers.
 """

@@ -1,8 +1,9 @@
 """Training state on disk: checkpoints, the run folder and what a run leaves for people to look at.
 
 A checkpoint folder (reported through ``ray.train.report``) holds
-``state.pt`` (models, optimizers, schedulers, data position, config, metrics),
-``generator.pt`` (the standalone export Serve and Evaluate load), the config as
+``state.pt`` (models, optimizers, schedulers, AMP scalers, EMA, data position,
+config, metrics), ``generator.pt`` (the standalone export Serve and Evaluate
+load; the EMA weights when ``run.ema_decay`` is on), the config as
 YAML, and at epoch ends ``samples.png``. With a local (or NFS) ``storage_path``
 the run folder ``STORAGE/NAME`` also gets ``config.yaml``, ``metrics.jsonl``,
 TensorBoard scalars, the sample grids of every validation and, at the end,
@@ -72,48 +73,53 @@ def save_run_config(config: TrainConfig) -> None:
         (folder / RUN_CONFIG_FILE).write_text(dump_config(config))
 
 
-def save(folder, config, models, optimizers, schedulers, position: Position, metrics, samples=None) -> None:
+def save(folder, config, models, updater, position: Position, metrics, samples=None) -> None:
+    """A checkpoint: ``state.pt`` (models, optimizers, schedules, AMP scalers and EMA), the export and the config."""
     folder = Path(folder)
     state = {
         "models": {name: unwrap(model).state_dict() for name, model in models.items()},
-        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-        "schedulers": {name: sched.state_dict() for name, sched in schedulers.items()},
+        "optimizers": {name: opt.state_dict() for name, opt in updater.optimizers.items()},
+        "schedulers": {name: sched.state_dict() for name, sched in updater.schedulers.items()},
+        "updater": updater.state_dict(),
         "position": dataclasses.asdict(position),
         "config": config_to_dict(config),
         "metrics": metrics,
     }
     torch.save(state, folder / STATE_FILE)
     val_metrics = {k: v for k, v in metrics.items() if k.startswith("val/")}
-    save_generator(folder / EXPORT_FILENAME, models["generator"], config.data.image_size, val_metrics)
+    save_generator(folder / EXPORT_FILENAME, updater.generator(models["generator"]), config.data.image_size,
+                   val_metrics)
     (folder / RUN_CONFIG_FILE).write_text(dump_config(config))
     if samples is not None:
         torchvision.utils.save_image(samples, folder / SAMPLES_FILE)
 
 
-def restore(checkpoint, models, optimizers, schedulers) -> Position:
-    """Load a Ray Train checkpoint into the models, optimizers and schedulers; where to continue."""
+def restore(checkpoint, models, updater) -> Position:
+    """Load a Ray Train checkpoint into the models and the updater (optimizers, schedules, ...); where to continue."""
     if checkpoint is None:
         return Position()
     with checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
-    for group, objects in (("models", models), ("optimizers", optimizers), ("schedulers", schedulers)):
+    for group, objects in (("models", models), ("optimizers", updater.optimizers),
+                           ("schedulers", updater.schedulers)):
         missing = set(objects) - set(state[group])
         if missing:
             raise ValueError(f"checkpoint has no {group} state for {', '.join(sorted(missing))}: incompatible run")
         for name, obj in objects.items():
             obj.load_state_dict(state[group][name])
+    updater.load_state_dict(state.get("updater"), models["generator"])
     return Position(**state["position"])
 
 
-def restore_or_init(config: TrainConfig, models, optimizers, schedulers, lrs: dict[str, float]) -> Position:
+def restore_or_init(config: TrainConfig, models, updater, lrs: dict[str, float]) -> Position:
     """Continue the run from its own latest checkpoint; else from ``run.init_from`` (another run's checkpoint,
     such as a PBT donor's), taking its weights, optimizer moments and position but this run's learning rates
     ``lrs`` (per optimizer), at the point of their schedules the donor had reached."""
     own = ray.train.get_checkpoint()
     if own is not None or not config.run.init_from:
-        return restore(own, models, optimizers, schedulers)
-    position = restore(ray.train.Checkpoint(config.run.init_from), models, optimizers, schedulers)
-    for name, scheduler in schedulers.items():
+        return restore(own, models, updater)
+    position = restore(ray.train.Checkpoint(config.run.init_from), models, updater)
+    for name, scheduler in updater.schedulers.items():
         lr = lrs[name]
         scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
         for group, factor in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas):

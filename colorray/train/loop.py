@@ -5,14 +5,18 @@ trains the generator (and a PatchGAN critic in GAN mode) under DDP, validates
 every epoch (and every ``run.val_every_steps``) and reports metrics and
 checkpoints through ``ray.train.report``. Only validated checkpoints carry the
 selection metric; those saved in between (``run.checkpoint_every_steps``) are
-for resuming and report it as NaN, so they are never selected.
+for resuming and report it as NaN, so they are never selected. Updates go
+through ``colorray.train.stepping.Updater`` (mixed precision, gradient
+accumulation, clipping, the generator's EMA).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import tempfile
 import time
-from contextlib import nullcontext
+from typing import Iterator
 
 import ray
 import ray.train
@@ -27,6 +31,7 @@ from colorray.losses.objective import Objective
 from colorray.models import create_model, split_class_logits
 from colorray.train import checkpoints, preflight
 from colorray.train.optim import build_optimizer, build_scheduler
+from colorray.train.stepping import Updater
 from colorray.train.validation import validate
 
 
@@ -43,26 +48,26 @@ def train_loop_per_worker(config_dict: dict) -> None:
     models = build_models(config, train_set.classes, device)
     optimizers = {name: build_optimizer(model.parameters(), config.optim, lr_for(config, name))
                   for name, model in models.items()}
-    schedulers = {name: build_scheduler(opt, config.optim, steps_per_epoch, epochs_for(config, name))
+    updates_per_epoch = math.ceil(steps_per_epoch / config.optim.accumulate_steps)
+    schedulers = {name: build_scheduler(opt, config.optim, updates_per_epoch, epochs_for(config, name))
                   for name, opt in optimizers.items()}
-    position = checkpoints.restore_or_init(config, models, optimizers, schedulers,
-                                           {name: lr_for(config, name) for name in optimizers})
+    updater = Updater(config, models, optimizers, schedulers, device)
+    position = checkpoints.restore_or_init(config, models, updater, {name: lr_for(config, name) for name in optimizers})
     space = models["generator"].output_space
     models = {name: ray.train.torch.prepare_model(model) for name, model in models.items()}
     objective = Objective(config, prior, device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.run.amp and device.type == "cuda" else nullcontext()
     artifacts = checkpoints.Artifacts(config, rank)
     step, last_val = position.step, position.val_metrics
 
     def validate_and_report(losses: dict, epochs_done: int, batches_done: int, clock: float) -> dict[str, float]:
         """Validate the generator, log it, and report a checkpoint scored by this validation."""
-        val, samples = validate(config, models["generator"], val_loader_for(config, val_set, rank, world_size),
-                                device, prior, rank)
+        val, samples = validate(config, updater.generator(models["generator"]),
+                                val_loader_for(config, val_set, rank, world_size), device, prior, rank)
         metrics = {**losses, **val, "epoch": epochs_done, "step": step}
         artifacts.log_validation(epochs_done, step, metrics, samples, time.perf_counter() - clock,
                                  epoch_end=batches_done == 0)
-        report(metrics, config, models, optimizers, schedulers,
-               checkpoints.Position(epochs_done, batches_done, step, val), rank, samples)
+        report(metrics, config, models, updater, checkpoints.Position(epochs_done, batches_done, step, val), rank,
+               samples)
         return val
 
     for epoch in range(position.epoch, config.run.epochs):
@@ -81,11 +86,9 @@ def train_loop_per_worker(config_dict: dict) -> None:
             if config.run.channels_last:
                 L = L.contiguous(memory_format=torch.channels_last)
             adversarial = config.gan.enabled and epoch >= config.gan.pretrain_epochs
-            with autocast:
-                meter.add(train_step(models, optimizers, objective, L, target, labels, adversarial, config))
-            schedulers["generator"].step()
-            if adversarial:
-                schedulers["critic"].step()
+            updater.begin(batch_index, len(loader))
+            with updater.sync(models):
+                meter.add(train_step(models, updater, objective, L, target, labels, adversarial))
             step += 1
             seen += L.shape[0] * world_size
             if losses_due(config, step) or batch_index + 1 == len(loader):
@@ -96,8 +99,8 @@ def train_loop_per_worker(config_dict: dict) -> None:
                 last_val = validate_and_report(losses, epoch, batch_index + 1, clock)
             elif every(config.run.checkpoint_every_steps, step):
                 state = checkpoints.Position(epoch, batch_index + 1, step, last_val)
-                report({**losses, **unvalidated(config), "epoch": epoch, "step": step},
-                       config, models, optimizers, schedulers, state, rank)
+                report({**losses, **unvalidated(config), "epoch": epoch, "step": step}, config, models, updater, state,
+                       rank)
 
         last_val = validate_and_report(losses, epoch + 1, 0, clock)
 
@@ -111,21 +114,38 @@ def unvalidated(config: TrainConfig) -> dict[str, float]:
     return {config.run.metric: float("nan")} if config.run.metric.startswith("val/") else {}
 
 
-def train_step(models, optimizers, objective, L, target, labels, adversarial, config) -> dict[str, torch.Tensor]:
+def train_step(models, updater: Updater, objective, L, target, labels, adversarial) -> dict[str, torch.Tensor]:
+    """One batch: forward passes and losses under the run's autocast, backward, and (on stepping batches) the steps."""
     generator = models["generator"]
-    prediction, class_logits = split_class_logits(generator(L))
+    with updater.autocast():
+        prediction, class_logits = split_class_logits(generator(L))
     losses: dict[str, torch.Tensor] = {}
     if adversarial:
         critic = models["critic"]
         real_pair, fake_pair = torch.cat([L, target], 1), torch.cat([L, prediction], 1)
-        losses.update(objective.critic(critic(real_pair), critic(fake_pair.detach())))
-        step_optimizer(optimizers["critic"], losses["critic"], critic, config.optim.grad_clip)
-        critic_fake = unwrap(critic)(fake_pair)
-        losses.update(objective.generator(prediction, target, L, critic_fake, class_logits, labels))
+        with updater.autocast():
+            losses.update(objective.critic(critic(real_pair), critic(fake_pair.detach())))
+        updater.backward("critic", losses["critic"])
+        updater.step("critic", critic)
+        with frozen(critic), updater.autocast():
+            critic_fake = unwrap(critic)(fake_pair)
+            losses.update(objective.generator(prediction, target, L, critic_fake, class_logits, labels))
     else:
-        losses.update(objective.supervised(prediction, target, L, class_logits, labels))
-    step_optimizer(optimizers["generator"], losses["total"], generator, config.optim.grad_clip)
+        with updater.autocast():
+            losses.update(objective.supervised(prediction, target, L, class_logits, labels))
+    updater.backward("generator", losses["total"])
+    updater.step("generator", generator)
     return losses
+
+
+@contextlib.contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[None]:
+    """The critic takes no gradient from the generator's loss (pix2pix), and accumulates none across batches."""
+    model.requires_grad_(False)
+    try:
+        yield
+    finally:
+        model.requires_grad_(True)
 
 
 def training_target(space: str, rgb: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
@@ -133,21 +153,13 @@ def training_target(space: str, rgb: torch.Tensor, ab: torch.Tensor) -> torch.Te
     return rgb.float() / 255 if space == "rgb" else ab
 
 
-def step_optimizer(optimizer: torch.optim.Optimizer, loss: torch.Tensor, model: torch.nn.Module, clip: float) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
-
-
-def report(metrics, config, models, optimizers, schedulers, position, rank, samples=None) -> None:
+def report(metrics, config, models, updater, position, rank, samples=None) -> None:
     """Report on every rank (a barrier); only rank 0 attaches a checkpoint."""
     if rank != 0:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as folder:
-        checkpoints.save(folder, config, models, optimizers, schedulers, position, metrics, samples)
+        checkpoints.save(folder, config, models, updater, position, metrics, samples)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 

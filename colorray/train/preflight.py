@@ -35,6 +35,7 @@ from colorray.models import create_model, model_option_names, output_space
 from colorray.registry import UnknownNameError, UnknownOptionError
 from colorray.train.checkpoints import RUN_CONFIG_FILE, run_dir
 from colorray.train.optim import check_optim
+from colorray.train.stepping import check_stepping
 
 # Configuration errors, printed as one line: colorray's own errors (ConfigError, DataError, PriorError, ...)
 # are ValueErrors; unknown names and options are KeyError/TypeError subclasses of their own. Any other
@@ -105,6 +106,7 @@ def check(config: TrainConfig) -> None:
         raise ConfigError(f"run.val_every_steps must be >= 0, got {config.run.val_every_steps}")
     config.run.metric, config.run.mode = selection_rule(config)
     check_optim(config.optim)
+    check_stepping(config)
     space = output_space(config.model.name)
     check_losses(config, space)
     train_set, _ = resolve_data(config.data)
