@@ -5,7 +5,10 @@
 - The normalization the networks see (``L/50 - 1`` in, ``ab/110`` out).
 - Zhang et al.'s quantized ab space (ECCV 2016): in-gamut bins on a grid,
   soft-encoding of ground truth onto the nearest bins, class-rebalancing
-  weights from an empirical prior, and annealed-mean decoding.
+  weights from an empirical prior, and annealed-mean decoding. Besides
+  colorray's 262 in-gamut bins, the 313 bins of Zhang et al.'s released network
+  (their centres read from its weights, ``zhang_bins``) and its input
+  normalization ``(L - 50) / 100`` (``zhang_normalize_l``).
 
 Everything here is a pure function of its inputs.
 """
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 L_SCALE = 50.0
 AB_SCALE = 110.0
 AB_LIMIT = 110.0
+ZHANG_L_CENTER, ZHANG_L_SCALE = 50.0, 100.0  # the input of Zhang et al.'s released network: (L - 50) / 100
 NEAREST_BIN_CHUNK = 65536  # pixels per nearest-bin search: bounds the (pixels x bins) distance table
 
 _ILLUMINANT_D65 = (0.95047, 1.0, 1.08883)
@@ -129,6 +133,11 @@ def denormalize_ab(ab_norm: torch.Tensor) -> torch.Tensor:
     return ab_norm * AB_SCALE
 
 
+def zhang_normalize_l(L_norm: torch.Tensor) -> torch.Tensor:
+    """colorray's normalized L (``L/50 - 1``) as Zhang et al.'s released network takes it, ``(L - 50) / 100``."""
+    return (denormalize_l(L_norm) - ZHANG_L_CENTER) / ZHANG_L_SCALE
+
+
 def rgb_to_model_inputs(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8/float RGB batch to the normalized (L, ab) pair the models train on."""
     lab = rgb_to_lab(rgb)
@@ -205,6 +214,26 @@ def nearest_bins(ab: torch.Tensor, bins: torch.Tensor, neighbours: int) -> tuple
     index = torch.cat([i for _, i in found]) if found else torch.zeros(0, neighbours, dtype=torch.long)
     to_nkhw = lambda t: t.reshape(n, h, w, neighbours).permute(0, 3, 1, 2)  # noqa: E731
     return to_nkhw(index), to_nkhw(dist)
+
+
+def zhang_bins(model_out_weight: torch.Tensor) -> torch.Tensor:
+    """Bin centres (Q, 2) in ab units from the 1x1 ``model_out`` conv (2, Q, 1, 1) of Zhang et al.'s released
+    network, whose weights are the centres in ab/110 units (its ``softmax -> model_out`` is the mean of the bins)."""
+    if model_out_weight.ndim != 4 or model_out_weight.shape[0] != 2 or model_out_weight.shape[2:] != (1, 1):
+        raise ValueError(f"model_out weight must have shape (2, Q, 1, 1), got {tuple(model_out_weight.shape)}")
+    return denormalize_ab(model_out_weight[:, :, 0, 0].T.float())
+
+
+def prior_on_bins(prior: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """An ab prior over ``ab_bins()`` moved onto another set of ``bins``: each count goes to its nearest bin."""
+    prior = torch.as_tensor(prior, dtype=torch.float64)
+    if prior.shape[0] == bins.shape[0]:
+        return prior
+    source = ab_bins()
+    if prior.shape != (source.shape[0],):
+        raise ValueError(f"prior must hold one count per bin of ab_bins() ({source.shape[0]}), got {tuple(prior.shape)}")
+    index, _ = nearest_bins(source.T.reshape(1, 2, -1, 1), bins.float(), 1)
+    return torch.zeros(bins.shape[0], dtype=torch.float64).index_add_(0, index.flatten(), prior)
 
 
 def pixel_rebalance_weights(ab: torch.Tensor, class_weights: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@ resolution and metrics. It needs no training config or training code to load.
 ``generator.pt`` is the selected checkpoint's and ``generator-last.pt`` the
 last one's) or a run folder still without one (stopped or running: its
 checkpoint chosen by the run's own selection rule, ``colorray.metrics.select_best``),
+or Zhang et al.'s released ECCV16 state dict (``colorization_release_v2-9b330a0b.pth``,
+read as an ``eccv16`` export by ``colorray.models.eccv16.release_export``),
 and fails with a clear ``ExportError`` on anything else.
 """
 
@@ -28,7 +30,7 @@ from torch import nn
 
 from colorray import color
 from colorray.metrics import AUTO, resolve_selection, select_best
-from colorray.models import create_model
+from colorray.models import create_model, eccv16
 
 EXPORT_FORMAT = "colorray-generator"
 EXPORT_VERSION = 1
@@ -80,7 +82,8 @@ def export_payload(model: nn.Module, image_size: int, metrics: dict[str, float] 
         "options": dict(bare.registry_options),
         "output_space": bare.output_space,
         "image_size": int(image_size),
-        "color": {"l_scale": color.L_SCALE, "ab_scale": color.AB_SCALE, "bins": int(color.ab_bins().shape[0])},
+        "color": {"l_scale": color.L_SCALE, "ab_scale": color.AB_SCALE,
+                  "bins": int(getattr(bare, "bins", color.ab_bins()).shape[0])},
         "temperature": 0.38,
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -157,6 +160,8 @@ def read_export(path: str | Path) -> tuple[dict[str, Any], Path]:
     except Exception as error:  # torch's message for foreign pickles runs to many lines: keep its first
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"{file} is not a colorray generator export (it does not load as plain data: {reason})") from None
+    if eccv16.is_release(payload):
+        return {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, **eccv16.release_export(payload)}, file
     if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
         raise ExportError(f"{file} is not a colorray generator export (no '{EXPORT_FORMAT}' header)")
     if payload.get("version", 0) > EXPORT_VERSION:

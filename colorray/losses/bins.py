@@ -1,7 +1,8 @@
 """``rebalanced_ce`` (family ``"bins"``): Zhang et al.'s class-rebalanced multinomial cross-entropy.
 
-Called ``loss(logits, true_ab, L)`` with logits (N, Q, h, w) over
-``color.ab_bins()`` and normalized true ab (N, 2, H, W), H >= h. The true ab is
+Called ``loss(logits, true_ab, L)`` with logits (N, Q, h, w) over ``bins``
+(default ``color.ab_bins()``; the training objective passes the model's own,
+e.g. Zhang et al.'s 313, onto which the prior is moved) and normalized true ab (N, 2, H, W), H >= h. The true ab is
 average-pooled to (h, w), soft-encoded onto its ``neighbours`` nearest bins
 with a Gaussian of ``sigma`` (ab units), and each pixel's cross-entropy
 -sum_k w_k log softmax(logits)[bin_k] (a gather on the sparse encoding) is
@@ -55,8 +56,9 @@ def rebalanced_ce(
     prior_sigma: float = 5.0,
     neighbours: int = 5,
     sigma: float = 5.0,
+    bins: torch.Tensor | None = None,
 ) -> nn.Module:
-    bins = color.ab_bins()
+    bins = color.ab_bins() if bins is None else bins.detach().float().cpu()
     if not 1 <= neighbours <= bins.shape[0] or sigma <= 0:
         raise ValueError(
             f"rebalanced_ce needs 1 <= neighbours <= {bins.shape[0]} and sigma > 0, got {neighbours} and {sigma}"
@@ -64,5 +66,5 @@ def rebalanced_ce(
     if prior is None or (isinstance(prior, str) and not prior):
         class_weights = torch.ones(bins.shape[0])
     else:
-        class_weights = color.rebalance_weights(load_prior(prior), bins, mix, prior_sigma)
+        class_weights = color.rebalance_weights(color.prior_on_bins(load_prior(prior), bins), bins, mix, prior_sigma)
     return RebalancedCrossEntropy(class_weights, bins, neighbours, sigma)

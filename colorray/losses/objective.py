@@ -23,10 +23,13 @@ RGB_SAFE_LOSSES = {"l1", "mse", "smooth_l1", "tv", "perceptual"}
 PRIOR_LOSSES = {"color_weighted", "rebalanced_ce"}
 
 
-def loss_options(config: TrainConfig, name: str, prior: torch.Tensor | None) -> dict[str, Any]:
+def loss_options(config: TrainConfig, name: str, prior: torch.Tensor | None,
+                 bins: torch.Tensor | None = None) -> dict[str, Any]:
     options = dict(config.loss.options.get(name, {}))
     if name in PRIOR_LOSSES and prior is not None:
         options.setdefault("prior", prior)
+    if bins is not None and loss_family(name) == "bins":
+        options.setdefault("bins", bins)  # the generator's own bins (Zhang et al.'s 313 or ab_bins())
     return options
 
 
@@ -53,10 +56,11 @@ def check_losses(config: TrainConfig, output_space: str) -> None:
 
 
 class Objective:
-    def __init__(self, config: TrainConfig, prior: torch.Tensor | None, device: torch.device):
+    def __init__(self, config: TrainConfig, prior: torch.Tensor | None, device: torch.device,
+                 bins: torch.Tensor | None = None):
         self.config = config
         self.terms = {
-            name: (weight, create_loss(name, **loss_options(config, name, prior)).to(device))
+            name: (weight, create_loss(name, **loss_options(config, name, prior, bins)).to(device))
             for name, weight in config.loss.terms.items()
         }
         self.class_loss = create_loss("class_ce").to(device)

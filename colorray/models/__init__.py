@@ -5,8 +5,9 @@ architecture registers itself in its own file of this package with the space it
 predicts:
 
 - ``"ab"``: normalized ab (N, 2, H, W), ``ab / 110``;
-- ``"bins"``: logits (N, Q, H/4, W/4) over the quantized ab bins of
-  ``colorray.color.ab_bins``, decoded with the annealed mean;
+- ``"bins"``: logits (N, Q, H/4, W/4) over quantized ab bins, the model's
+  ``bins`` buffer (``colorray.color.ab_bins``, or Zhang et al.'s 313),
+  decoded with the annealed mean;
 - ``"rgb"``: sRGB (N, 3, H, W) in 0..1;
 - ``"critic"``: a discriminator's patch logits.
 
@@ -43,7 +44,8 @@ def create_model(name: str, **options: Any) -> nn.Module:
     model = MODELS.create(name, **options)
     model.output_space = MODELS.facts(name)["output"]
     model.registry_name = name
-    model.registry_options = dict(options)
+    # options a builder derived (eccv16 from Zhang et al.'s file: bins='zhang') rebuild the same network from an export
+    model.registry_options = {**options, **getattr(model, "implied_options", {})}
     return model
 
 
@@ -70,14 +72,15 @@ def split_class_logits(output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def prediction_to_ab(
-    prediction: torch.Tensor, space: str, L_norm: torch.Tensor, temperature: float = 0.38
+    prediction: torch.Tensor, space: str, L_norm: torch.Tensor, temperature: float = 0.38,
+    bins: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """A generator's prediction to normalized ab at the resolution of ``L_norm``."""
+    """A generator's prediction to normalized ab at the resolution of ``L_norm`` (``bins``: default ``ab_bins()``)."""
     size = tuple(L_norm.shape[-2:])
     if space == "ab":
         return color.resize_ab(prediction, size)
     if space == "bins":
-        bins = color.ab_bins().to(prediction.device)
+        bins = (color.ab_bins() if bins is None else bins).to(prediction.device)
         ab = color.annealed_mean(prediction.float(), bins, temperature)
         return color.normalize_ab(color.resize_ab(ab, size))
     if space == "rgb":
@@ -89,4 +92,4 @@ def prediction_to_ab(
 def predict_ab(model: nn.Module, L_norm: torch.Tensor, temperature: float = 0.38) -> torch.Tensor:
     """Run a generator on normalized L and return normalized ab at the input's resolution."""
     prediction, _ = split_class_logits(model(L_norm))
-    return prediction_to_ab(prediction, model.output_space, L_norm, temperature)
+    return prediction_to_ab(prediction, model.output_space, L_norm, temperature, getattr(model, "bins", None))

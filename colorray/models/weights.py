@@ -127,11 +127,17 @@ def resolve_weights_path(arch: str, pretrained: str) -> Path:
 
 def load_state_dict(arch: str, pretrained: str) -> dict[str, torch.Tensor]:
     """The state dict of ``arch``'s pretrained weights ('imagenet' or a path to a .pth file)."""
-    path = resolve_weights_path(arch, pretrained)
+    return read_state_dict(resolve_weights_path(arch, pretrained), arch)
+
+
+def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file; ``PretrainedWeightsMissing`` naming the file when it is absent or unreadable."""
+    if not path.is_file():
+        raise PretrainedWeightsMissing(f"{what} weights not found at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a torn or foreign file: say which file
-        raise PretrainedWeightsMissing(f"could not read {arch} weights from {path}: {error}") from error
+        raise PretrainedWeightsMissing(f"could not read {what} weights from {path}: {error}") from error
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -111,11 +111,16 @@ def check(config: TrainConfig) -> None:
     check_losses(config, space)
     train_set, _ = resolve_data(config.data)
     _check_sample_count(config, train_set)
-    create_model(config.model.name, **model_options(config, train_set.classes))
+    generator = create_model(config.model.name, **model_options(config, train_set.classes))
+    bins = getattr(generator, "bins", None)
+    if bins is not None and not bins.any():
+        raise ConfigError(f"model {config.model.name} with bins=zhang takes Zhang et al.'s 313 bin centres from "
+                          "their weights: set model.options.pretrained=zhang (or the path of "
+                          "colorization_release_v2-9b330a0b.pth)")
     if config.gan.enabled:
         _check_gan(config, space)
     prior = load_prior(config.loss.prior) if config.loss.prior else None
-    Objective(config, prior, torch.device("cpu"))
+    Objective(config, prior, torch.device("cpu"), bins)
 
 
 def _check_gan(config: TrainConfig, space: str) -> None:
