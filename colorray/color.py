@@ -9,6 +9,10 @@
   colorray's 262 in-gamut bins, the 313 bins of Zhang et al.'s released network
   (their centres read from its weights, ``zhang_bins``) and its input
   normalization ``(L - 50) / 100`` (``zhang_normalize_l``).
+- The full-resolution CPU path on uint8 numpy images (``lightness``,
+  ``join_lightness_ab``): lookup tables and OpenCV's fused Lab -> RGB instead of
+  float tensor passes, the same results as the tensor functions to a fraction
+  of a uint8 level, about ten times faster on a 1080p photo.
 
 Everything here is a pure function of its inputs.
 """
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import functools
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -161,6 +167,60 @@ def resize_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(ab.shape[-2:]) == tuple(size):
         return ab
     return F.interpolate(ab, size=size, mode="bilinear", align_corners=False)
+
+
+# --- uint8 images at full resolution (CPU) ------------------------------------------
+
+_LINEAR_THRESHOLD = 0.008856  # Y/Yn below which L is linear in Y
+_L_PER_Y = 116.0 * 7.787  # the slope of that linear part (scikit-image's constants)
+
+
+@functools.cache
+def _luminance_table() -> np.ndarray:
+    """(256, 1, 3) float32: the share of each channel's uint8 value in the relative luminance Y."""
+    linear = _srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255.0)
+    return (linear[:, None] * torch.tensor(_XYZ_FROM_RGB[1], dtype=torch.float64)).float().numpy().reshape(256, 1, 3)
+
+
+def lightness(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB L (H, W) float32 of a uint8 sRGB image (H, W, 3): ``rgb_to_lab``'s L to 1e-4.
+
+    Y is three table look-ups and a sum; only the cube root is computed per pixel.
+    """
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected a uint8 (H, W, 3) RGB array, got {rgb.dtype} {rgb.shape}")
+    luminance = cv2.transform(cv2.LUT(rgb, _luminance_table()), np.ones((1, 3), np.float32))
+    L = np.cbrt(luminance)
+    L *= 116.0
+    L -= 16.0
+    dark = luminance <= _LINEAR_THRESHOLD
+    L[dark] = luminance[dark] * _L_PER_Y
+    return L
+
+
+def lightness_uint8(L: np.ndarray) -> np.ndarray:
+    """L (0..100) rounded onto 0..255: an 8-bit copy for fast antialiased downscaling."""
+    return cv2.convertScaleAbs(L, alpha=255.0 / 100.0)
+
+
+def join_lightness_ab(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """uint8 sRGB (H, W, 3) of full-resolution L (H, W, float32, 0..100) joined with ab (h, w, 2) of any size.
+
+    ab (Lab units) is resized bilinearly (half-pixel centers, as ``resize_ab``)
+    to L's size and clipped to the ab box; Z is kept non-negative and the result
+    clipped to the sRGB cube as ``lab_to_rgb`` does, so the output equals
+    ``lab_to_rgb(cat(L, resize_ab(ab)))`` in uint8 to within one level.
+    """
+    height, width = L.shape
+    ab = ab.astype(np.float32, copy=False)
+    a, b = (cv2.resize(np.ascontiguousarray(ab[..., c]), (width, height), interpolation=cv2.INTER_LINEAR)
+            for c in (0, 1))
+    if np.abs(ab).max() > AB_LIMIT:  # resized values lie between the small ones: clip only when needed
+        np.clip(a, -AB_LIMIT, AB_LIMIT, out=a)
+        np.clip(b, -AB_LIMIT, AB_LIMIT, out=b)
+    cv2.min(b, cv2.addWeighted(L, 200.0 / 116.0, L, 0.0, 16.0 * 200.0 / 116.0), dst=b)  # fz = fy - b/200 >= 0
+    rgb = cv2.cvtColor(cv2.merge([L.astype(np.float32, copy=False), a, b]), cv2.COLOR_Lab2RGB)  # clipped to 0..1
+    return cv2.convertScaleAbs(rgb, alpha=255.0)
 
 
 # --- Quantized ab space (Zhang et al., ECCV 2016) ------------------------------------

@@ -1,5 +1,7 @@
 """Color science against scikit-image, and the properties of the quantized ab space."""
 
+import warnings
+
 import numpy as np
 import pytest
 import skimage.color
@@ -132,3 +134,44 @@ def test_histogram_counts_pixels_per_nearest_bin():
     ab = torch.zeros(1, 2, 4, 4)
     counts = color.ab_histogram(ab, bins)
     assert counts.sum() == 16 and counts.argmax() == int(((bins == 0).all(1)).nonzero())
+
+
+# --- uint8 images at full resolution -------------------------------------------------
+
+
+def test_lightness_of_uint8_images_matches_skimage():
+    rng = np.random.default_rng(3)
+    for image in (rng.integers(0, 256, (37, 53, 3), dtype=np.uint8), gamut_corners()[0],
+                  skimage.data.astronaut()[::3, ::3], np.zeros((2, 2, 3), np.uint8)):
+        L = color.lightness(np.ascontiguousarray(image))
+        assert L.dtype == np.float32 and L.shape == image.shape[:2]
+        assert np.abs(L - skimage.color.rgb2lab(image)[..., 0]).max() < 1e-3
+
+
+def test_lightness_refuses_other_arrays():
+    with pytest.raises(ValueError, match="uint8"):
+        color.lightness(np.zeros((4, 4, 3), np.float32))
+
+
+def reference_join(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """scikit-image's lab2rgb of L with ab resized by torch's bilinear (half-pixel centers), as uint8."""
+    full_ab = color.resize_ab(to_nchw(ab[None]), L.shape).numpy()[0].transpose(1, 2, 0)
+    lab = np.dstack([L, np.clip(full_ab, -110, 110)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-image warns when it clips negative Z, as we do
+        return (skimage.color.lab2rgb(lab) * 255).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize("saturation", [0.5, 1.5, 4.0])
+@pytest.mark.parametrize("ab_size", [(16, 16), (61, 43)])
+def test_join_lightness_ab_matches_skimage(saturation, ab_size):
+    photo = skimage.data.astronaut()[::4, ::3]
+    L = color.lightness(np.ascontiguousarray(photo))
+    ab = skimage.color.rgb2lab(skimage.data.coffee())[..., 1:]
+    ab = (torch.nn.functional.interpolate(to_nchw(ab[None]), size=ab_size, mode="area")[0].permute(1, 2, 0).numpy()
+          * saturation).astype(np.float32)
+    ours = color.join_lightness_ab(L, ab)
+    reference = reference_join(L.astype(np.float64), ab.astype(np.float64))
+    assert ours.dtype == np.uint8 and ours.shape == photo.shape
+    assert np.abs(ours.astype(int) - reference).max() <= 1
+    assert (ours != reference).mean() < 0.01
