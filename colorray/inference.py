@@ -30,11 +30,23 @@ from colorray.models import predict_ab
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+class DeviceError(ValueError):
+    """A device that torch does not know or that this machine does not have."""
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` or ``"auto"``: cuda when present, else cpu; anything else as torch names it."""
+    """``None`` or ``"auto"``: cuda when present, else cpu; anything else as torch names it, if it is here."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"unknown device '{device}' (use auto, cpu, cuda or cuda:N)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device '{device}' asked for, but torch sees no CUDA GPU here (use auto or cpu)")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise DeviceError(f"device '{device}' asked for, but there are {torch.cuda.device_count()} CUDA GPUs")
+    return resolved
 
 
 @dataclass
@@ -47,9 +59,11 @@ class Prepared:
 
 class Colorizer:
     def __init__(self, model: torch.nn.Module, info: GeneratorInfo, device: torch.device, size: int | None = None,
-                 precision: str = "fp32", channels_last: bool = False):
+                 precision: str = "fp32", channels_last: bool | None = None):
+        """``channels_last`` None: on for CUDA (faster convolutions there), off elsewhere."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+        channels_last = device.type == "cuda" if channels_last is None else channels_last
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.info = info
         self.device = device
@@ -60,7 +74,7 @@ class Colorizer:
 
     @classmethod
     def from_path(cls, path: str | Path, device: str | None = None, size: int | None = None,
-                  precision: str = "fp32", channels_last: bool = False) -> "Colorizer":
+                  precision: str = "fp32", channels_last: bool | None = None) -> "Colorizer":
         device = resolve_device(device)
         model, info = load_generator(path, device)
         return cls(model, info, device, size, precision, channels_last)
@@ -79,12 +93,10 @@ class Colorizer:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected a uint8 (H, W, 3) RGB array, got {image.dtype} {image.shape}")
         if self.numpy_path:
-            L = color.lightness(image)
-            small = self._resize_l(torch.from_numpy(color.lightness_uint8(L))[None, None])
-            return Prepared(L, small.float() * (100.0 / 255.0))
+            return prepare_on_cpu(image, self.size)
         rgb = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None]
         L = color.rgb_to_lab(rgb)[:, 0:1]
-        return Prepared(L, self._resize_l(L))
+        return Prepared(L, resize_l(L, self.size))
 
     @torch.inference_mode()
     def predict_small_ab(self, small_L: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
@@ -102,7 +114,7 @@ class Colorizer:
     def predict_ab(self, L_norm: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """Normalized ab at the resolution of ``L_norm`` (N, 1, H, W), the model run at its own size."""
         temperature = self.info.temperature if temperature is None else temperature
-        L_small = self._resize_l(L_norm.to(self.device))
+        L_small = resize_l(L_norm.to(self.device), self.size)
         if self.channels_last:
             L_small = L_small.contiguous(memory_format=torch.channels_last)
         dtype = PRECISIONS[self.precision]
@@ -111,10 +123,24 @@ class Colorizer:
             ab = predict_ab(self.model, L_small, temperature)
         return color.resize_ab(ab.float(), tuple(L_norm.shape[-2:]))
 
-    def _resize_l(self, L: torch.Tensor) -> torch.Tensor:
-        if tuple(L.shape[-2:]) == (self.size, self.size):
-            return L
-        return F.interpolate(L, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def resize_l(L: torch.Tensor, size: int) -> torch.Tensor:
+    """L (N, 1, H, W) to the model's size: antialiased bilinear (uint8 input stays uint8)."""
+    if tuple(L.shape[-2:]) == (size, size):
+        return L
+    return F.interpolate(L, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def prepare_on_cpu(image: np.ndarray, size: int) -> Prepared:
+    """``Colorizer.prepare`` of the CPU path, without the model: what ``colorize``'s loader workers run.
+
+    The model's L comes from an 8-bit copy of L, which torch downsizes several
+    times faster than float; the rounding (0.2 L at most) averages out.
+    """
+    L = color.lightness(image)
+    small = resize_l(torch.from_numpy(color.lightness_uint8(L))[None, None], size)
+    return Prepared(L, small.float() * (100.0 / 255.0))
 
 
 def to_uint8_image(rgb: torch.Tensor) -> np.ndarray:

@@ -16,6 +16,7 @@ from skimage import data as skimage_data
 
 from colorray import colorize
 from colorray.export import save_generator
+from colorray.inference import Colorizer
 from colorray.models import create_model
 
 COLOR_SHAPE = (45, 67)  # odd, non-square (height, width)
@@ -90,7 +91,29 @@ def test_jpeg_output_and_temperature(workspace, capsys):
     assert "colorized 1 images" in capsys.readouterr().out
 
 
+def written_files(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_batched_stream_writes_what_one_image_at_a_time_writes(workspace, capsys):
+    inputs = [str(workspace / "cnn.pt"), str(workspace / "album"), str(workspace / "cat.png"),
+              str(workspace / "gray.png")]
+    one = workspace / "out-one-by-one"
+    assert colorize.main(inputs + ["--out", str(one), "--batch-size", "1", "--workers", "0"]) == 0
+    batched = workspace / "out-batched"
+    assert colorize.main(inputs + ["--out", str(batched), "--batch-size", "3", "--workers", "2"]) == 0
+    assert written_files(one) == written_files(batched) and len(written_files(one)) == 5
+    colorizer = Colorizer.from_path(workspace / "cnn.pt", device="cpu")
+    expected = colorizer.colorize([np.asarray(Image.open(workspace / "cat.png").convert("RGB"))])[0]
+    assert np.array_equal(np.asarray(Image.open(batched / "cat.png")), expected)
+    assert capsys.readouterr().out.count("skipped 1 unreadable") == 2
+
+
 @pytest.mark.parametrize("arguments, expected", [
+    (["cnn.pt", "cat.png", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["cnn.pt", "cat.png", "--device", "gpu"], "unknown device 'gpu'"),
+    pytest.param(["cnn.pt", "cat.png", "--device", "cuda"], "torch sees no CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
     (["missing.pt", "cat.png"], "model path not found"),
     (["cnn.pt", "missing.png"], "input not found: "),
     (["cat.png", "gray.png"], "is not a colorray generator export"),
