@@ -39,6 +39,7 @@ _XYZ_FROM_RGB = (
     (0.019334, 0.119193, 0.950227),
 )
 _EPS = 1e-8
+_LINEAR_THRESHOLD = 0.008856  # XYZ/white below which f (and so L) is linear
 
 
 def _matrix(rows, like: torch.Tensor) -> torch.Tensor:
@@ -72,8 +73,14 @@ def _uint8_linear_table(device: torch.device) -> torch.Tensor:
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """sRGB (uint8 0..255 or float 0..1) to CIELAB (L in 0..100, a/b about -128..127)."""
+    """sRGB (uint8 0..255 or float 0..1) to CIELAB (L in 0..100, a/b about -128..127).
+
+    uint8 batches on the CPU take ``_uint8_lab_on_cpu`` (about 3x faster, the same
+    values to 2e-4); the result is then a channels-last strided (N, 3, H, W) view.
+    """
     _check_nchw(rgb, "rgb")
+    if rgb.dtype == torch.uint8 and rgb.device.type == "cpu" and rgb.numel():
+        return _uint8_lab_on_cpu(rgb)
     if rgb.dtype == torch.uint8:  # a 256-entry table instead of a power per pixel
         linear = _uint8_linear_table(rgb.device)[rgb.long()]
     else:
@@ -88,6 +95,27 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     )
     fx, fy, fz = f[:, 0:1], f[:, 1:2], f[:, 2:3]
     return torch.cat([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1)
+
+
+@functools.cache
+def _uint8_lab_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV's inputs: uint8 -> linear table, RGB -> XYZ/white matrix, f(XYZ) -> Lab matrix with offsets."""
+    linear = _srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255.0).float().numpy()
+    xyz = np.array(_XYZ_FROM_RGB) / np.array(_ILLUMINANT_D65)[:, None]
+    lab = np.array([[0, 116, 0, -16], [500, -500, 0, 0], [0, 200, -200, 0]])
+    return np.repeat(linear.reshape(256, 1, 1), 3, axis=2), xyz.astype(np.float32), lab.astype(np.float32)
+
+
+def _uint8_lab_on_cpu(rgb: torch.Tensor) -> torch.Tensor:
+    """``rgb_to_lab`` of a uint8 CPU batch: a table look-up and two fused 3x3 transforms in OpenCV."""
+    n, _, h, w = rgb.shape
+    linear_table, xyz_matrix, lab_matrix = _uint8_lab_tables()
+    pixels = rgb.permute(0, 2, 3, 1).contiguous().numpy().reshape(n * h, w, 3)
+    xyz = cv2.transform(cv2.LUT(pixels, linear_table), xyz_matrix)
+    f = np.cbrt(xyz)
+    dark = xyz <= _LINEAR_THRESHOLD
+    f[dark] = xyz[dark] * 7.787 + 16.0 / 116.0
+    return torch.from_numpy(cv2.transform(f, lab_matrix)).view(n, h, w, 3).permute(0, 3, 1, 2)
 
 
 def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
@@ -171,8 +199,7 @@ def resize_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 # --- uint8 images at full resolution (CPU) ------------------------------------------
 
-_LINEAR_THRESHOLD = 0.008856  # Y/Yn below which L is linear in Y
-_L_PER_Y = 116.0 * 7.787  # the slope of that linear part (scikit-image's constants)
+_L_PER_Y = 116.0 * 7.787  # the slope of L's linear part (scikit-image's constants)
 
 
 @functools.cache

@@ -38,6 +38,17 @@ def test_rgb_to_lab_accepts_uint8_and_a_real_photo():
     assert np.abs(ours - skimage.color.rgb2lab(photo)).max() < 0.01
 
 
+def test_uint8_batches_on_the_cpu_match_the_float_formula():
+    rng = np.random.default_rng(4)
+    rgb = torch.from_numpy(rng.integers(0, 256, (3, 3, 19, 23), dtype=np.uint8))
+    fast, exact = color.rgb_to_lab(rgb), color.rgb_to_lab(rgb.double() / 255.0)
+    assert fast.shape == exact.shape and fast.dtype == torch.float32
+    assert (fast.double() - exact).abs().max() < 2e-4
+    assert color.rgb_to_lab(rgb[:0]).shape == (0, 3, 19, 23)
+    channels_last = rgb.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert torch.equal(color.rgb_to_lab(channels_last), fast)
+
+
 def test_lab_to_rgb_matches_skimage_inside_the_ab_box():
     rng = np.random.default_rng(1)
     lab = rng.uniform([0, -110, -110], [100, 110, 110], (3, 19, 21, 3))
