@@ -93,6 +93,7 @@ class RunSettings:
     amp: str | bool = "none"  # none | fp16 (with GradScaler) | bf16 | auto (GPU: bf16 if it has it, else fp16; CPU: none)
     ema_decay: float = 0.0  # EMA of the generator's weights, validated and exported; 0: off (e.g. 0.999)
     channels_last: bool = False
+    compile: bool = False  # torch.compile the models (worth it on GPUs; the first steps compile)
     checkpoint_every_steps: int = 0  # 0: only at each epoch end
     val_every_steps: int = 0  # validate (and checkpoint) every N steps too; 0: only at each epoch end
     keep_checkpoints: int = 2  # top K by `metric`; the latest is always kept as well

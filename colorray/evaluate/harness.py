@@ -43,7 +43,7 @@ from colorray.data.loader import (
 from colorray.data.prior import PriorError, load_prior
 from colorray.data.shards import is_grayscale, list_sources
 from colorray.export import EXPORT_FILENAME, ExportError
-from colorray.inference import Colorizer, to_uint8_image
+from colorray.inference import Colorizer, DeviceError, to_uint8_image
 from colorray.metrics import (
     ACCURACY_THRESHOLDS,
     COLOR_SCORE_DB_PER_CF,
@@ -586,13 +586,13 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise EvaluateError(f"--temperature must be >= 0, got {args.temperature}")
 
 
-def load_models(paths: list[str], labels: list[str] | None = None) -> dict[str, Colorizer]:
-    """The models by row name: ``labels`` (one per path, unique) or names made from the paths."""
+def load_models(paths: list[str], labels: list[str] | None = None, device: str = "auto") -> dict[str, Colorizer]:
+    """The models on ``device`` by row name: ``labels`` (one per path, unique) or names made from the paths."""
     if labels and (len(labels) != len(paths) or len(set(labels)) != len(labels)):
         raise EvaluateError(f"--label must be given once per --model ({len(paths)}), each different; got {labels}")
     if labels and set(labels) & {GRAY_ROW, TRUTH_ROW}:
         raise EvaluateError(f"--label may not be '{GRAY_ROW}' or '{TRUTH_ROW}' (rows of every table)")
-    colorizers = [Colorizer.from_path(path) for path in paths]
+    colorizers = [Colorizer.from_path(path, device=device) for path in paths]
     return dict(zip(labels or model_labels(paths, [c.info for c in colorizers]), colorizers))
 
 
@@ -607,7 +607,7 @@ def evaluate(args: argparse.Namespace) -> tuple[Report, Path]:
     prior = load_prior(args.prior) if args.prior else None
     settings = Settings(args.size, args.batch_size, args.temperature, args.workers,
                         color.rebalance_weights(prior, color.ab_bins()) if prior is not None else None)
-    colorizers = load_models(args.model, args.label)
+    colorizers = load_models(args.model, args.label, args.device)
     report = score_models(data, args.data, colorizers, args.model, settings, args.limit, args.sheet_images,
                           args.distributed)
     report.settings["prior"] = args.prior or None
@@ -653,6 +653,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None, help="annealed-mean temperature of bins models")
     p.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding shards (0: in-process)")
     p.add_argument("--distributed", action="store_true", help="one Ray task per shard on the running cluster")
+    p.add_argument("--device", default="auto", help="torch device: auto (cuda when present), cpu, cuda, cuda:N")
     return p
 
 
@@ -660,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         report, out = evaluate(args)
-    except (EvaluateError, ExportError, DataError, PriorError, OSError) as error:
+    except (EvaluateError, ExportError, DataError, PriorError, DeviceError, OSError) as error:
         return cli.fail(error)
     print(f"{report.headline()}\n\n{markdown_table(report.summary)}\n\nwrote {out}")
     return 0

@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", metavar="PATH_OR_RUN",
                         help="continue a stopped run: its folder, or its run.name under run.storage_path")
     parser.add_argument("--print-config", action="store_true", help="print the full config and exit")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                        help="train on GPUs (cuda) or CPUs; auto: GPUs when the Ray cluster has them "
+                             "(default: the config's scaling.use_gpu)")
     parser.add_argument("--verbose", action="store_true",
                         help="print the full config and Ray's own logs (per-report dumps, start-up banners)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
@@ -73,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             print(dump_config(config), end="")
             return 0
         cli.connect_ray(verbose=args.verbose)
+        if args.device is not None:
+            config.scaling.use_gpu = args.device == "cuda" or (
+                args.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
         preflight.check_cluster(config)
     except preflight.PREFLIGHT_ERRORS as error:
         return cli.fail(error)

@@ -55,6 +55,8 @@ def train_loop_per_worker(config_dict: dict) -> None:
     position = checkpoints.restore_or_init(config, models, updater, {name: lr_for(config, name) for name in optimizers})
     space = models["generator"].output_space
     models = {name: ray.train.torch.prepare_model(model) for name, model in models.items()}
+    if config.run.compile:
+        models = {name: torch.compile(model) for name, model in models.items()}
     objective = Objective(config, prior, device, getattr(unwrap(models["generator"]), "bins", None))
     artifacts = checkpoints.Artifacts(config, rank)
     step, last_val = position.step, position.val_metrics
