@@ -48,12 +48,17 @@ def runtime_env() -> dict | None:
     """The runtime env of a driver that joins a cluster: workers import the driver's colorray when they can.
 
     ``PACKAGE_ROOT`` goes first on the workers' ``PYTHONPATH`` (a path missing on a
-    node is skipped by Python). Inside ``ray job submit`` the job's own runtime env
-    (``--working-dir``, ``--runtime-env``) applies, and None is returned.
+    node is skipped by Python), and the storage settings set here (S3 endpoint,
+    region, credentials: ``colorray.data.storage.runtime_env``) go along. Inside
+    ``ray job submit`` the job's own runtime env (``--working-dir``,
+    ``--runtime-env``) applies, and None is returned.
     """
     if JOB_CONFIG_VARIABLE in os.environ:
         return None
-    return {"env_vars": {"PYTHONPATH": f"{PACKAGE_ROOT}{os.pathsep}${{PYTHONPATH}}"}}
+    from colorray.data import storage
+
+    env_vars = storage.runtime_env().get("env_vars", {})
+    return {"env_vars": {**env_vars, "PYTHONPATH": f"{PACKAGE_ROOT}{os.pathsep}${{PYTHONPATH}}"}}
 
 
 def connect_ray(*, log_to_driver: bool = True, num_cpus: int | None = None, verbose: bool = False) -> bool:

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from colorray.data import storage
+
 
 class ConfigError(ValueError):
     """A config file or override names a key that does not exist or has a bad value."""
@@ -87,7 +89,7 @@ class ScalingSettings:
 @dataclass
 class RunSettings:
     name: str = ""  # empty: colorray-<model>-<timestamp>
-    storage_path: str = "runs"  # local folder, NFS path or s3:// URI
+    storage_path: str = "runs"  # local folder, NFS path, s3:// or gs:// URI (docs/storage.md)
     epochs: int = 8
     seed: int = 0
     amp: str | bool = "none"  # none | fp16 (with GradScaler) | bf16 | auto (GPU: bf16 if it has it, else fp16; CPU: none)
@@ -103,6 +105,8 @@ class RunSettings:
     log_every_steps: int = 10  # TensorBoard train scalars every N steps (and at each epoch end)
     print_every_steps: int = 0  # a console line every N steps within an epoch; 0: one line per epoch
     sample_images: int = 8  # validation images in the PNG grid
+    tracking: str = "none"  # none | mlflow | wandb (colorray.train.tracking)
+    tracking_uri: str = ""  # MLflow tracking URI; empty: a local store in the run folder (RUN/mlruns)
     fail_once_at_step: int = -1  # test-only: rank 0 raises once at this global step
     init_from: str = ""  # a checkpoint folder (state.pt) to start from when the run has none of its own
 
@@ -229,11 +233,16 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
+    """A YAML mapping from a local file or an s3:// / gs:// URI."""
+    path = str(path) if storage.is_uri(str(path)) else Path(path)
+    try:
+        text = storage.read_text(str(path)) if storage.is_file(str(path)) else None
+    except storage.StorageError as error:
+        raise ConfigError(str(error)) from None
+    if text is None:
         raise ConfigError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
     if not isinstance(values, dict):

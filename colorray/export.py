@@ -12,12 +12,14 @@ last one's) or a run folder still without one (stopped or running: its
 checkpoint chosen by the run's own selection rule, ``colorray.metrics.select_best``),
 or Zhang et al.'s released ECCV16 state dict (``colorization_release_v2-9b330a0b.pth``,
 read as an ``eccv16`` export by ``colorray.models.eccv16.release_export``),
-and fails with a clear ``ExportError`` on anything else.
+as a local path or an ``s3://`` / ``gs://`` URI (a bucket's run folder needs its
+``generator.pt``), and fails with a clear ``ExportError`` on anything else.
 """
 
 from __future__ import annotations
 
 import datetime
+import io
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ import yaml
 from torch import nn
 
 from colorray import color
+from colorray.data import storage
 from colorray.metrics import AUTO, resolve_selection, select_best
 from colorray.models import create_model, eccv16
 
@@ -113,7 +116,10 @@ def save_generator(
     return save_atomic(export_payload(model, image_size, metrics), path)
 
 
-def find_export(path: str | Path) -> Path:
+def find_export(path: str | Path) -> Path | str:
+    """The export file at ``path`` or inside the folder ``path`` (local path or URI)."""
+    if storage.is_uri(str(path)):
+        return _find_remote_export(str(path))
     path = Path(path).expanduser()
     if not path.exists():
         raise ExportError(f"model path not found: {path}")
@@ -153,10 +159,27 @@ def _export_metrics(file: Path) -> dict[str, float]:
     return payload.get("metrics", {}) if isinstance(payload, dict) else {}
 
 
-def read_export(path: str | Path) -> tuple[dict[str, Any], Path]:
+def _find_remote_export(uri: str) -> str:
+    try:
+        if storage.is_file(uri):
+            return uri
+        for candidate in (storage.join(uri, EXPORT_FILENAME), storage.join(uri, "best", EXPORT_FILENAME)):
+            if storage.is_file(candidate):
+                return candidate
+        found = storage.is_dir(uri)
+    except storage.StorageError as error:
+        raise ExportError(str(error)) from None
+    if not found:
+        raise ExportError(f"model path not found: {uri}")
+    raise ExportError(f"{uri} holds no {EXPORT_FILENAME}: expected a colorray export, a Tune best/ folder, "
+                      "a training checkpoint or a finished training run folder")
+
+
+def read_export(path: str | Path) -> tuple[dict[str, Any], Path | str]:
     file = find_export(path)
     try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
+        source = io.BytesIO(storage.read_bytes(file)) if isinstance(file, str) else file
+        payload = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # torch's message for foreign pickles runs to many lines: keep its first
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"{file} is not a colorray generator export (it does not load as plain data: {reason})") from None

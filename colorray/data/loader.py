@@ -1,8 +1,9 @@
 """Where the training data lives and how it streams: WebDataset shards to uint8 RGB batches.
 
 - ``open_shard_set(spec)`` turns a shard folder, dataset root, brace pattern,
-  ``http(s)://`` or ``s3://`` location into a ``ShardSet`` (URLs, sample counts
-  from ``index.json`` when there is one, class map).
+  ``http(s)://``, ``s3://`` or ``gs://`` location into a ``ShardSet`` (URLs, sample
+  counts from ``index.json`` when there is one, class map). ``s3://`` and ``gs://``
+  shards stream through ``colorray.data.storage`` (pyarrow filesystems).
 - ``resolve_data(data_config)`` picks the train and val sets of a run (the
   embedded smoke dataset when ``data.train`` is empty).
 - ``train_loader`` / ``val_loader`` build ``torch`` DataLoaders whose workers
@@ -25,8 +26,6 @@ import json
 import logging
 import math
 import random
-import shlex
-import subprocess
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +39,12 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from colorray.data import storage
+
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
 CROP_SCALE = (0.3, 1.0)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
-_REMOTE_SCHEMES = ("http://", "https://", "s3://")
+_REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "gcs://")
 _INDEX_TIMEOUT_S = 30
 
 log = logging.getLogger(__name__)
@@ -83,22 +84,18 @@ def _names_shards(spec: str) -> bool:
     return "{" in spec or spec.endswith(".tar")
 
 
-def _stream_url(url: str) -> str:
-    """What webdataset opens: S3 objects through the AWS CLI, everything else as is."""
-    return f"pipe:aws s3 cp {shlex.quote(url)} -" if url.startswith("s3://") else url
-
-
 def _read_text(location: str) -> str | None:
-    """A small file at a local path, http(s) or s3 URL; None when it is absent or unreachable."""
+    """A small file at a local path, http(s), s3 or gs URL; None when it is absent."""
     try:
-        if location.startswith("s3://"):
-            done = subprocess.run(["aws", "s3", "cp", location, "-"], capture_output=True, timeout=_INDEX_TIMEOUT_S)
-            return done.stdout.decode() if done.returncode == 0 else None
+        if storage.is_uri(location):
+            return storage.read_text(location) if storage.is_file(location) else None
         if _is_remote(location):
             with urllib.request.urlopen(location, timeout=_INDEX_TIMEOUT_S) as response:
                 return response.read().decode()
         return Path(location).read_text()
-    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+    except storage.StorageError as error:
+        raise DataError(str(error)) from None
+    except (OSError, UnicodeDecodeError):
         return None
 
 
@@ -120,10 +117,17 @@ def _root_splits(location: str) -> set[str] | None:
     index = _read_index(location)
     if index is not None:
         return set(index["splits"]) if "splits" in index else None
-    if _is_remote(location):
+    if _is_remote(location) and not storage.is_uri(location):
         return None
-    found = {split for split in ("train", "val") if (Path(location) / split).is_dir()}
+    found = {split for split in ("train", "val") if _is_folder(_join(location, split))}
     return found if "train" in found else None
+
+
+def _is_folder(location: str) -> bool:
+    try:
+        return storage.is_dir(location)
+    except storage.StorageError as error:
+        raise DataError(str(error)) from None
 
 
 def _shard_set(location: str, urls: list[str], counts: list[int] | None, index: dict[str, Any]) -> ShardSet:
@@ -155,6 +159,8 @@ def _open_folder(location: str) -> ShardSet:
             raise DataError(f"the index of {location} lists no shards")
         urls = [_join(location, entry["file"]) for entry in index["shards"]]
         return _shard_set(location, urls, [int(entry["samples"]) for entry in index["shards"]], index)
+    if storage.is_uri(location):
+        return _listed_shards(location)
     if _is_remote(location):
         raise DataError(f"no index.json at {location}: name the shards with a brace pattern, "
                         f"e.g. {_join(location, 'shard-{000000..000009}.tar')}")
@@ -167,6 +173,17 @@ def _open_folder(location: str) -> ShardSet:
     if not urls:
         raise DataError(f"no .tar shards in {location}")
     return _shard_set(location, urls, None, {})
+
+
+def _listed_shards(location: str) -> ShardSet:
+    """The *.tar objects under an s3:// or gs:// prefix that has no index.json."""
+    try:
+        names = [name for name in storage.list_files(location, recursive=False) if name.endswith(".tar")]
+    except storage.StorageError as error:
+        raise DataError(str(error)) from None
+    if not names:
+        raise DataError(f"no .tar shards at {location}")
+    return _shard_set(location, [_join(location, name) for name in names], None, {})
 
 
 def open_shard_set(spec: str) -> ShardSet:
@@ -323,10 +340,25 @@ class _ErrorCounter:
         return count
 
 
+def _opened(urls: Iterable[str], on_error: _ErrorCounter) -> Iterator[dict[str, Any]]:
+    """webdataset's url_opener, with s3:// and gs:// objects streamed through ``colorray.data.storage``."""
+    for url in urls:
+        try:
+            stream = storage.open_input(url) if storage.is_uri(url) else wds.gopen(url)
+        except Exception as error:  # noqa: BLE001 - an unreadable shard is skipped and counted
+            on_error(error)
+            continue
+        yield {"url": url, "stream": stream}
+
+
+def _samples(urls: Iterable[str], on_error: _ErrorCounter) -> Iterator[dict[str, Any]]:
+    files = wds.tariterators.tar_file_expander(_opened(urls, on_error), handler=on_error)
+    return wds.tariterators.group_by_keys(files, handler=on_error)
+
+
 def _read(parts: list[_Part], on_error: _ErrorCounter) -> Iterator[dict[str, Any]]:
     for part in parts:
-        sources = ({"url": _stream_url(url)} for url in part.urls)
-        for index, sample in enumerate(wds.tarfile_samples(sources, handler=on_error)):
+        for index, sample in enumerate(_samples(part.urls, on_error)):
             if part.take is not None and index >= part.take:
                 break
             if index % part.stride == part.slot:

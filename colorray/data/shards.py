@@ -8,8 +8,10 @@ unreadable sources are skipped, counted and listed in the indexes.
 
 Each shard is written by one task (a local process pool, or Ray tasks with
 ``--ray``) to a temporary name and renamed only when the whole run succeeded,
-so an error or Ctrl-C leaves no half-written shard behind. ``docs/data.md``
-describes the layout and options.
+so an error or Ctrl-C leaves no half-written shard behind. An ``s3://`` or
+``gs://`` OUT is written to a local staging folder first and uploaded when
+complete (``colorray.data.storage``). ``docs/data.md`` describes the layout and
+options.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import re
 import shutil
 import signal
 import tarfile
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +38,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from colorray import cli
+from colorray.data import storage
 from colorray.data.images import IMAGE_SUFFIXES, find_images
 
 SPLITS = ("train", "val")
@@ -453,7 +457,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Write an image folder (ImageNet class folders or any folder) as WebDataset shards.",
     )
     parser.add_argument("src", help="image folder: SRC/<class>/<image> for labels, or any flat/nested folder")
-    parser.add_argument("out", help="output folder (gets train/, val/ and index.json)")
+    parser.add_argument("out", help="output folder or s3:// / gs:// URI (gets train/, val/ and index.json)")
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
     parser.add_argument("--resize", type=int, default=None, help="resize the short side to this many pixels (JPEG re-encode)")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality when re-encoding (default 90)")
@@ -469,11 +473,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def write_shards_to(out: str, **options: Any) -> dict[str, Any]:
+    """``write_shards`` into a local folder, or (a URI) into a staging folder uploaded when complete."""
+    if not storage.is_uri(out):
+        return write_shards(out=out, **options)
+    try:
+        if storage.is_file(storage.join(out, "index.json")) and not options.get("overwrite"):
+            raise ShardError(f"{out} already holds shards (index.json); pass --overwrite to replace them")
+        with tempfile.TemporaryDirectory(prefix="colorray-shards-") as staging:
+            summary = write_shards(out=staging, **options)
+            storage.upload(staging, out)
+    except storage.StorageError as error:
+        raise ShardError(str(error)) from None
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        summary = write_shards(
-            args.src, args.out, shard_size=args.shard_size, resize=args.resize, quality=args.quality,
+        summary = write_shards_to(
+            args.out, src=args.src, shard_size=args.shard_size, resize=args.resize, quality=args.quality,
             val_fraction=args.val_fraction, val_count=args.val_count, workers=args.workers, use_ray=args.ray,
             seed=args.seed, name=args.name, labels=not args.no_labels, overwrite=args.overwrite,
             progress=not args.quiet,

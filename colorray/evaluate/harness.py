@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from colorray import cli, color
+from colorray.data import storage
 from colorray.data.images import ImageError, decode_image
 from colorray.data.loader import (
     DataError,
@@ -321,7 +322,7 @@ def open_shards(spec: str) -> ShardSet:
 def open_data(spec: str, limit: int) -> ShardSet | FolderData:
     """Shards (folder with .tar/index.json, dataset root, .tar, brace pattern, URL) or a folder of photos."""
     path = Path(spec).expanduser()
-    remote = spec.startswith(("http://", "https://", "s3://"))
+    remote = spec.startswith(("http://", "https://")) or storage.is_uri(spec)
     if not remote and "{" not in spec and not path.exists():
         raise EvaluateError(f"data not found: {spec}")
     if path.is_dir() and not holds_shards(path) and not holds_shards(path / "train"):

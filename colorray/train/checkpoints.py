@@ -4,19 +4,23 @@ A checkpoint folder (reported through ``ray.train.report``) holds
 ``state.pt`` (models, optimizers, schedulers, AMP scalers, EMA, data position,
 config, metrics), ``generator.pt`` (the standalone export Serve and Evaluate
 load; the EMA weights when ``run.ema_decay`` is on), the config as
-YAML, and at epoch ends ``samples.png``. With a local (or NFS) ``storage_path``
-the run folder ``STORAGE/NAME`` also gets ``config.yaml``, ``metrics.jsonl``,
-TensorBoard scalars, the sample grids of every validation and, at the end,
-the selected checkpoint's ``generator.pt`` (by ``run.metric``, the rule of
-``colorray.metrics.select_best``) and the last checkpoint's ``generator-last.pt``.
+YAML, and at epoch ends ``samples.png``. The run folder ``STORAGE/NAME`` (a
+local or NFS path, or an ``s3://`` / ``gs://`` URI: ``colorray.data.storage``)
+also gets ``config.yaml``, ``metrics.jsonl``, TensorBoard scalars, the sample
+grids of every validation and, at the end, the selected checkpoint's
+``generator.pt`` (by ``run.metric``, the rule of ``colorray.metrics.select_best``)
+and the last checkpoint's ``generator-last.pt``. With a URI, rank 0 writes its
+logs to a local staging folder and uploads it after every validation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +35,7 @@ from colorray.config import (
     dump_config,
     is_remote,
 )
+from colorray.data import storage
 from colorray.export import (
     EXPORT_FILENAME,
     LAST_EXPORT_FILENAME,
@@ -39,10 +44,11 @@ from colorray.export import (
     unwrap,
 )
 from colorray.metrics import resolve_selection, select_best
-from colorray.train import console
+from colorray.train import console, tracking
 
 STATE_FILE = "state.pt"
 SAMPLES_FILE = "samples.png"
+METRICS_FILE = "metrics.jsonl"
 FAIL_MARKER = ".failed_once"
 
 logger = logging.getLogger("colorray.train")
@@ -66,11 +72,13 @@ def run_dir(config: TrainConfig) -> Path | None:
     return Path(absolute_location(config.run.storage_path)) / config.run.name
 
 
+def run_location(config: TrainConfig) -> str:
+    """The run's folder as a local path or a URI."""
+    return storage.join(absolute_location(config.run.storage_path), config.run.name)
+
+
 def save_run_config(config: TrainConfig) -> None:
-    folder = run_dir(config)
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / RUN_CONFIG_FILE).write_text(dump_config(config))
+    storage.write_text(storage.join(run_location(config), RUN_CONFIG_FILE), dump_config(config))
 
 
 def save(folder, config, models, updater, position: Position, metrics, samples=None) -> None:
@@ -138,19 +146,36 @@ def fail_once_if_asked(config: TrainConfig, rank: int, step: int) -> None:
         raise RuntimeError(f"injected failure at step {step} (run.fail_once_at_step)")
 
 
+def staging_folder(location: str) -> Path:
+    """An empty local folder for a remote run folder's logs: the same path for the same run (MLflow's store
+    records absolute artifact paths)."""
+    folder = Path(tempfile.gettempdir()) / "colorray-staging" / hashlib.sha1(location.encode()).hexdigest()[:16]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
 class Artifacts:
-    """Rank 0's console lines (one per epoch), metrics log, TensorBoard scalars and sample grids."""
+    """Rank 0's console lines (one per epoch), metrics log, TensorBoard scalars, sample grids and tracker."""
 
     def __init__(self, config: TrainConfig, rank: int):
         self.config = config
         self.active = rank == 0
         self.rate = 0.0  # training images/s of the epoch so far
-        self.folder = run_dir(config) if self.active else None
-        self.writer = None
-        if self.folder is not None:
-            from torch.utils.tensorboard import SummaryWriter
+        self.folder, self.remote, self.writer, self.tracker = None, None, None, tracking.Tracker()
+        if not self.active:
+            return
+        from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.folder / "tensorboard"))
+        location = run_location(config)
+        self.folder = Path(location)
+        if storage.is_uri(location):
+            self.remote, self.folder = location, staging_folder(location)
+            for kept in (METRICS_FILE, tracking.MLFLOW_DB, tracking.MLFLOW_ARTIFACTS):  # what goes on across resumes
+                if storage.exists(storage.join(location, kept)):
+                    storage.download(storage.join(location, kept), self.folder / kept)
+        self.writer = SummaryWriter(str(self.folder / "tensorboard"))
+        self.tracker = tracking.open_tracker(config, self.folder)
 
     def log_progress(self, epoch, step, batch, batches, rate, losses) -> None:
         """Called after every step: TensorBoard every run.log_every_steps, the console every run.print_every_steps."""
@@ -173,16 +198,32 @@ class Artifacts:
                                        seconds))
         if self.folder is None:
             return
-        with open(self.folder / "metrics.jsonl", "a") as handle:
+        with open(self.folder / METRICS_FILE, "a") as handle:
             handle.write(json.dumps(metrics) + "\n")
         for name, value in metrics.items():
             if name.startswith("val/"):
                 self.writer.add_scalar(name, value, step)
         self.writer.flush()
+        grid = None
         if samples is not None:
-            (self.folder / "samples").mkdir(exist_ok=True)
-            name = f"epoch-{epochs_done:03d}.png" if epoch_end else f"step-{step:07d}.png"
-            torchvision.utils.save_image(samples, self.folder / "samples" / name)
+            grid = self.folder / "samples" / (f"epoch-{epochs_done:03d}.png" if epoch_end else f"step-{step:07d}.png")
+            grid.parent.mkdir(exist_ok=True)
+            torchvision.utils.save_image(samples, grid)
+        self.tracker.log_validation(step, metrics, grid)
+        self._upload()
+
+    def close(self) -> None:
+        """End the tracked run (rank 0); the last upload of a remote run folder, whose staging folder goes."""
+        self.tracker.close()
+        if self.writer is not None:
+            self.writer.close()
+        self._upload()
+        if self.remote:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _upload(self) -> None:
+        if self.remote:
+            storage.upload(self.folder, self.remote)
 
 
 def best_checkpoint(config: TrainConfig, result):
@@ -197,22 +238,23 @@ def finish(config: TrainConfig, result) -> str:
     """Copy the selected and the last generator into the run folder; the closing lines that say where everything is."""
     checkpoint, metrics = best_checkpoint(config, result)
     metric, _ = resolve_selection(config.run.metric, config.run.mode)
+    folder = run_location(config)
     lines = [f"colorray.train: finished run '{config.run.name}'"]
     if metric in metrics:
         lines.append(f"  selected by {metric}: {metrics[metric]:.4f} (epoch {metrics.get('epoch')}, "
                      f"step {metrics.get('step')})")
-    lines.append(f"  checkpoint: {checkpoint.path if checkpoint else 'none'}")
-    folder = run_dir(config)
-    if folder is not None and checkpoint is not None:
-        export, last = folder / EXPORT_FILENAME, folder / LAST_EXPORT_FILENAME
-        shutil.copyfile(Path(checkpoint.path) / EXPORT_FILENAME, export)
-        shutil.copyfile(Path(result.checkpoint.path) / EXPORT_FILENAME, last)
-        samples = sorted((folder / "samples").glob("*.png"), key=lambda p: p.stat().st_mtime)
+    where = storage.uri_of(folder, checkpoint.path) if checkpoint else None
+    lines.append(f"  checkpoint: {where or 'none'}")
+    if checkpoint is not None:
+        export, last = storage.join(folder, EXPORT_FILENAME), storage.join(folder, LAST_EXPORT_FILENAME)
+        storage.copy(storage.join(where, EXPORT_FILENAME), export)
+        storage.copy(storage.join(storage.uri_of(folder, result.checkpoint.path), EXPORT_FILENAME), last)
+        samples = storage.list_files(storage.join(folder, "samples"), by_time=True)
         lines += [
             f"  generator export: {export}",
             f"  last generator export (step {(result.metrics or {}).get('step')}): {last}",
-            f"  metrics: {folder / 'metrics.jsonl'}",
-            f"  tensorboard --logdir {folder / 'tensorboard'}",
-            f"  samples: {samples[-1] if samples else 'none'}",
+            f"  metrics: {storage.join(folder, METRICS_FILE)}",
+            f"  tensorboard --logdir {storage.join(folder, 'tensorboard')}",
+            f"  samples: {storage.join(folder, 'samples', samples[-1]) if samples else 'none'}",
         ]
     return "\n".join(lines)

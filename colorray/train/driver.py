@@ -16,6 +16,7 @@ from ray.train.torch import TorchTrainer
 
 from colorray import cli
 from colorray.config import TrainConfig, absolute_location, config_to_dict, dump_config
+from colorray.data import storage
 from colorray.metrics import resolve_selection
 from colorray.train import checkpoints, console, preflight
 from colorray.train.loop import train_loop_per_worker
@@ -24,6 +25,7 @@ from colorray.train.loop import train_loop_per_worker
 def build_trainer(config: TrainConfig, callbacks: list | None = None, verbose: bool = False) -> TorchTrainer:
     scaling, run = config.scaling, config.run
     metric, mode = resolve_selection(run.metric, run.mode)
+    storage_path, filesystem = storage.ray_storage(absolute_location(run.storage_path))
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker
@@ -35,7 +37,9 @@ def build_trainer(config: TrainConfig, callbacks: list | None = None, verbose: b
         ),
         run_config=ray.train.RunConfig(
             name=run.name,
-            storage_path=absolute_location(run.storage_path),
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
+            worker_runtime_env=storage.runtime_env() or None,
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=run.keep_checkpoints,
                 checkpoint_score_attribute=metric,

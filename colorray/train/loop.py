@@ -105,6 +105,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
                        rank)
 
         last_val = validate_and_report(losses, epoch + 1, 0, clock)
+    artifacts.close()
 
 
 def every(interval: int, step: int) -> bool:

@@ -21,25 +21,28 @@ import torch
 from colorray.config import (
     ConfigError,
     TrainConfig,
+    absolute_location,
     apply_overrides,
     config_from_dict,
     merge_values,
     read_yaml,
     with_absolute_paths,
 )
+from colorray.data import storage
 from colorray.data.loader import DataError, resolve_data
 from colorray.data.prior import load_prior
 from colorray.losses.objective import Objective, check_losses
 from colorray.metrics import resolve_selection
 from colorray.models import create_model, model_option_names, output_space
 from colorray.registry import UnknownNameError, UnknownOptionError
-from colorray.train.checkpoints import RUN_CONFIG_FILE, run_dir
+from colorray.train import tracking
+from colorray.train.checkpoints import RUN_CONFIG_FILE, run_location
 from colorray.train.optim import check_optim
 from colorray.train.stepping import check_stepping
 
-# Configuration errors, printed as one line: colorray's own errors (ConfigError, DataError, PriorError, ...)
-# are ValueErrors; unknown names and options are KeyError/TypeError subclasses of their own. Any other
-# TypeError, KeyError or AttributeError is a bug in colorray and keeps its traceback.
+# Configuration errors, printed as one line: colorray's own errors (ConfigError, DataError, PriorError,
+# StorageError, ...) are ValueErrors; unknown names and options are KeyError/TypeError subclasses of their own.
+# Any other TypeError, KeyError or AttributeError is a bug in colorray and keeps its traceback.
 PREFLIGHT_ERRORS = (ValueError, UnknownNameError, UnknownOptionError, FileNotFoundError, ConnectionError)
 GAN_MODES = ("vanilla", "lsgan")
 
@@ -53,12 +56,7 @@ def prepare(config_path: str | None, overrides: Sequence[str], resume: str | Non
         if not config.run.name:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             config.run.name = f"colorray-{config.model.name}-{stamp}"
-        folder = run_dir(config)
-        if folder is not None and folder.exists() and any(folder.iterdir()):
-            raise ConfigError(
-                f"run '{config.run.name}' already exists at {folder}; pass --resume {folder} to continue it "
-                "or choose another run.name (nothing was changed)"
-            )
+        _check_new_run(config)
     check(config)
     return config
 
@@ -69,28 +67,44 @@ def selection_rule(config: TrainConfig) -> tuple[str, str]:
         return resolve_selection(config.run.metric, config.run.mode)
     except ValueError as error:
         raise ConfigError(f"run.metric/run.mode: {error}") from None
+def _check_new_run(config: TrainConfig) -> None:
+    """Refuse to reuse a local run folder. On s3:// and gs:// the same run.name continues the run, as in Ray
+    Train (a resubmitted job or a RayJob retry relies on it): its model must then be the saved one."""
+    folder = run_location(config)
+    if not storage.is_uri(folder) and storage.list_files(folder):
+        raise ConfigError(
+            f"run '{config.run.name}' already exists at {folder}; pass --resume {folder} to continue it "
+            "or choose another run.name (nothing was changed)"
+        )
+    saved_file = storage.join(folder, RUN_CONFIG_FILE)
+    if storage.is_uri(folder) and storage.is_file(saved_file):
+        _check_compatible(config, config_from_dict(read_yaml(saved_file)), f"run.name {config.run.name}")
 
 
 def _resumed_config(resume: str, values: dict, overrides: Sequence[str]) -> TrainConfig:
     asked = config_from_dict(apply_overrides(dict(values), list(overrides)))
-    folder = Path(resume).expanduser()
-    if not (folder / RUN_CONFIG_FILE).is_file():
-        folder = Path(asked.run.storage_path).expanduser() / resume
-    if not (folder / RUN_CONFIG_FILE).is_file():
+    folder = resume if storage.is_uri(resume) else str(Path(resume).expanduser().absolute())
+    if not storage.is_file(storage.join(folder, RUN_CONFIG_FILE)):
+        folder = storage.join(absolute_location(asked.run.storage_path), resume)
+    if not storage.is_file(storage.join(folder, RUN_CONFIG_FILE)):
         raise ConfigError(f"--resume {resume}: no run found (looked for {RUN_CONFIG_FILE} in {resume} and {folder})")
-    saved_values = read_yaml(folder / RUN_CONFIG_FILE)
-    saved = config_from_dict(saved_values)
+    saved_values = read_yaml(storage.join(folder, RUN_CONFIG_FILE))
     config = with_absolute_paths(config_from_dict(apply_overrides(merge_values(saved_values, values), overrides)))
+    _check_compatible(config, config_from_dict(saved_values), f"--resume {resume}")
+    if not storage.is_uri(folder):
+        folder = str(Path(folder).resolve())
+    config.run.storage_path, config.run.name = storage.split(folder)
+    return config
+
+
+def _check_compatible(config: TrainConfig, saved: TrainConfig, what: str) -> None:
     critic = lambda c: (c.gan.enabled, c.gan.discriminator, c.gan.options)  # noqa: E731
     if config.model != saved.model or critic(config) != critic(saved):
         raise ConfigError(
-            f"--resume {resume}: the run's checkpoints hold model {saved.model.name} {saved.model.options} "
+            f"{what}: the run's checkpoints hold model {saved.model.name} {saved.model.options} "
             f"(GAN: {critic(saved)}), incompatible with the asked model {config.model.name} "
             f"{config.model.options} (GAN: {critic(config)}); start a new run instead (nothing was changed)"
         )
-    folder = folder.resolve()
-    config.run.name, config.run.storage_path = folder.name, str(folder.parent)
-    return config
 
 
 def check(config: TrainConfig) -> None:
@@ -107,6 +121,7 @@ def check(config: TrainConfig) -> None:
     config.run.metric, config.run.mode = selection_rule(config)
     check_optim(config.optim)
     check_stepping(config)
+    tracking.check_tracking(config.run.tracking)
     space = output_space(config.model.name)
     check_losses(config, space)
     train_set, _ = resolve_data(config.data)

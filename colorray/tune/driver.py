@@ -22,7 +22,6 @@ import argparse
 import csv
 import functools
 import json
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +33,12 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallba
 
 from colorray import cli
 from colorray.config import ConfigError, TrainConfig, config_to_dict, dump_config
+from colorray.data import storage
 from colorray.export import EXPORT_FILENAME, LAST_EXPORT_FILENAME
 from colorray.metrics import select_best
 from colorray.train import checkpoints, preflight
 from colorray.train.driver import build_trainer
+from colorray.train.tracking import sweep_callbacks
 from colorray.tune import population
 from colorray.tune.sweep import (
     TRIAL_CPU,
@@ -108,8 +109,11 @@ def build_tuner(sweep: Sweep, resume: bool, out: Path, trainable=None, prefix: s
                                    checkpointed=sweep.spec.scheduler.type == "pbt", verbose=verbose > 0)
     trainable = tune.with_resources(trainable or default, {"cpu": TRIAL_CPU})
     if resume:
-        return tune.Tuner.restore(sweep.uri, trainable, resume_unfinished=True, resume_errored=True)
+        path, filesystem = storage.ray_storage(sweep.uri)
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
+                                  storage_filesystem=filesystem)
     spec = sweep.spec
+    storage_path, filesystem = storage.ray_storage(sweep.storage_uri)
     (out / SCHEDULER_STATE).unlink(missing_ok=True)
     return tune.Tuner(
         trainable,
@@ -119,13 +123,14 @@ def build_tuner(sweep: Sweep, resume: bool, out: Path, trainable=None, prefix: s
             scheduler=scheduler(spec, sweep.base.run.epochs, out / SCHEDULER_STATE),
             time_budget_s=spec.time_budget_s or None,
         ),
-        run_config=tune.RunConfig(name=spec.name, storage_path=sweep.storage_uri,
-                                  callbacks=[TrialLog(spec.metric, sweep.keys, prefix)], verbose=verbose),
+        run_config=tune.RunConfig(name=spec.name, storage_path=storage_path, storage_filesystem=filesystem,
+                                  callbacks=[TrialLog(spec.metric, sweep.keys, prefix), *sweep_callbacks(spec, out)],
+                                  verbose=verbose),
     )
 
 
 def check_sweep_folder(sweep: Sweep, resume: bool) -> None:
-    exists = tune.Tuner.can_restore(sweep.uri)
+    exists = tune.Tuner.can_restore(*storage.ray_storage(sweep.uri))
     if resume and not exists:
         raise ConfigError(f"--resume: no sweep to continue at {sweep.uri} (check name and storage_path)")
     if not resume and exists:
@@ -259,8 +264,7 @@ def export_best(sweep: Sweep, best: TrialRow, out: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for uri, name in ((best.best_checkpoint, EXPORT_FILENAME), (best.last_checkpoint, LAST_EXPORT_FILENAME)):
         if uri:
-            with ray.train.Checkpoint(uri).as_directory() as checkpoint:
-                shutil.copyfile(Path(checkpoint) / EXPORT_FILENAME, folder / name)
+            storage.download(storage.join(uri, EXPORT_FILENAME), folder / name)
     config = trial_config(config_to_dict(sweep.base), best.params)
     config.run.name = ""
     (folder / "config.yaml").write_text(dump_config(config))
@@ -289,6 +293,9 @@ def summarize(sweep: Sweep, rows: list[TrialRow], out: Path) -> list[str]:
             f"  best config: {folder / 'config.yaml'} (python -m colorray.train --config {folder / 'config.yaml'})",
             f"  best generator: {folder / EXPORT_FILENAME} (python -m colorray.serve --model {folder})",
         ]
+    if storage.is_uri(sweep.uri):
+        storage.upload(out, sweep.uri)
+        lines.append(f"  copied the table, plots and best/ to {sweep.uri}")
     lines += [
         f"  results table: {out / RESULTS_FILE}",
         f"  plots: {out / OVER_TIME_PLOT}, {out / VS_PARAMS_PLOT}",

@@ -41,6 +41,7 @@ from colorray.metrics import resolve_selection
 from colorray.models import list_models, model_option_names
 from colorray.models.weights import PretrainedWeightsMissing, resolve_weights_path
 from colorray.train import preflight
+from colorray.train.tracking import check_tracking
 
 RANGES = {  # distribution -> number of arguments: [low, high] or [low, high, q]
     "uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3, "randint": 2, "lograndint": 2,
@@ -93,6 +94,8 @@ class SweepConfig:
     max_concurrent: int = 0  # 0: as many trials at once as the cluster fits
     resources: ScalingSettings = field(default_factory=ScalingSettings)  # per trial: its scaling
     time_budget_s: float = 0.0  # 0: none
+    tracking: str = "none"  # none | mlflow | wandb: one tracked run per trial (colorray.train.tracking)
+    tracking_uri: str = ""  # MLflow tracking URI; empty: a local store in the output folder (OUT/mlruns)
 
 
 @dataclass
@@ -166,6 +169,7 @@ def check_settings(spec: SweepConfig) -> None:
         raise ConfigError("search.type optuna needs the optuna package, which is not installed "
                           "(pip install optuna), or use search.type random")
     _check_choice("scheduler.type", spec.scheduler.type, SCHEDULERS)
+    check_tracking(spec.tracking, "tracking")
     if spec.scheduler.grace_period < 1:
         raise ConfigError(f"scheduler.grace_period must be >= 1 epoch, got {spec.scheduler.grace_period}")
     if spec.scheduler.reduction_factor <= 1:
