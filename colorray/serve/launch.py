@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per replica (torch threads)")
     parser.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per replica")
+    parser.add_argument("--verbose", action="store_true", help="print Ray's and Serve's own logs and the replicas' lines")
     return parser.parse_args(argv)
 
 
@@ -111,7 +112,7 @@ def serve_until_stopped(args: argparse.Namespace, settings: ServeSettings) -> No
     import ray
     from ray import serve
 
-    started_ray = cli.connect_ray(log_to_driver=False)
+    started_ray = cli.connect_ray(log_to_driver=args.verbose, verbose=args.verbose)
     deployed = False
     try:
         port = http_port(args.host, args.port)

@@ -71,6 +71,7 @@ class SchedulerSpec:
     perturbation_interval: int = 1  # pbt: epochs between a trial's exploit/explore steps
     quantile_fraction: float = 0.25  # pbt: the bottom share copies one of the top share
     resample_probability: float = 0.25  # pbt: chance a perturbed value is drawn anew instead of scaled
+    synch: bool = False  # pbt: trials wait for the whole population at each interval (paused ones restart)
 
 
 @dataclass
@@ -480,7 +481,7 @@ def scheduler(spec: SweepConfig, epochs: int, state_file: Path):
         pbt = spec.scheduler
         return tune.schedulers.PopulationBasedTraining(
             time_attr="epoch", perturbation_interval=pbt.perturbation_interval,
-            quantile_fraction=pbt.quantile_fraction, resample_probability=pbt.resample_probability,
+            quantile_fraction=pbt.quantile_fraction, resample_probability=pbt.resample_probability, synch=pbt.synch,
             hyperparam_mutations={key: _domain(*distribution(key, value)) for key, value in spec.search_space.items()},
             custom_explore_fn=ClipToRanges(spec.search_space),
         )
