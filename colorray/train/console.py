@@ -33,9 +33,12 @@ RAY_NOISE = (  # lines Ray prints at any log level that tell a user nothing
 
 
 def quiet_ray_console(argv: Sequence[str]) -> None:
-    """Unless ``--verbose`` is in ``argv``: the driver skips ``RAY_NOISE`` lines. Call before importing ray."""
+    """Unless ``--verbose`` is in ``argv``: the driver skips ``RAY_NOISE`` lines, and Tune reports through its
+    legacy reporter, silent at ``verbose=0`` (the new one prints its experiment box at every verbosity).
+    Call before importing ray."""
     if "--verbose" not in argv:
         os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", "|".join(RAY_NOISE))
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def ray_log_level(verbose: bool) -> int:

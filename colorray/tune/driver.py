@@ -290,8 +290,8 @@ def summarize(sweep: Sweep, rows: list[TrialRow], out: Path) -> list[str]:
         chosen = " ".join(f"{k}={_label(v)}" for k, v in best.params.items())
         lines += [
             f"  best {metric}: {best.best:.4f} (trial {best.trial_id}, epoch {best.best_epoch}): {chosen}",
-            f"  best config: {folder / 'config.yaml'} (python -m colorray.train --config {folder / 'config.yaml'})",
-            f"  best generator: {folder / EXPORT_FILENAME} (python -m colorray.serve --model {folder})",
+            f"  best config: {folder / 'config.yaml'} (train it with python -m colorray.train --config FILE)",
+            f"  best generator: {folder / EXPORT_FILENAME} (serve it with python -m colorray.serve --model FOLDER)",
         ]
     if storage.is_uri(sweep.uri):
         storage.upload(out, sweep.uri)
@@ -299,7 +299,8 @@ def summarize(sweep: Sweep, rows: list[TrialRow], out: Path) -> list[str]:
     lines += [
         f"  results table: {out / RESULTS_FILE}",
         f"  plots: {out / OVER_TIME_PLOT}, {out / VS_PARAMS_PLOT}",
-        f"  trial runs (checkpoints, metrics.jsonl): {sweep.trials_uri}/<trial id>; Tune state: {sweep.uri}",
+        f"  trial runs (checkpoints, metrics.jsonl): {sweep.trials_uri}/<trial id>",
+        f"  Tune state: {sweep.uri}",
     ]
     return lines
 
