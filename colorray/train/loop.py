@@ -93,11 +93,12 @@ def train_loop_per_worker(config_dict: dict) -> None:
                 meter.add(train_step(models, updater, objective, L, target, labels, adversarial))
             step += 1
             seen += L.shape[0] * world_size
-            if losses_due(config, step) or batch_index + 1 == len(loader):
+            validating = every(config.run.val_every_steps, step) and batch_index + 1 < len(loader)
+            if losses_due(config, step) or batch_index + 1 == len(loader) or validating:
                 losses = meter.read()  # the one host sync of the interval
             rate = seen / (time.perf_counter() - clock)
             artifacts.log_progress(epoch, step, batch_index + 1, len(loader), rate, losses)
-            if every(config.run.val_every_steps, step) and batch_index + 1 < len(loader):
+            if validating:
                 last_val = validate_and_report(losses, epoch, batch_index + 1, clock)
             elif every(config.run.checkpoint_every_steps, step):
                 state = checkpoints.Position(epoch, batch_index + 1, step, last_val)
