@@ -8,7 +8,10 @@ The ab metrics (distance, accuracy within a threshold, AUC, optionally
 rebalanced by per-pixel weights from ``colorray.color.pixel_rebalance_weights``)
 take ab in Lab units (N, 2, H, W). LPIPS is only ever computed with real
 pretrained AlexNet weights (loaded through ``colorray.models.weights``); without
-them it is reported as unavailable.
+them it is reported as unavailable. FID (``InceptionFeatures`` +
+``frechet_distance``), a number per set of images that the evaluation harness
+reports, is only computed with real Inception v3 weights; without them it is
+reported as skipped.
 
 ``image_metrics`` is the one entry point of training validation and the
 evaluation harness: it takes the normalized model tensors (L, predicted ab,
@@ -28,9 +31,10 @@ import math
 import warnings
 from typing import Any, Mapping, Sequence, TypeVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import stats
+from scipy import linalg, stats
 from torch import nn
 
 from colorray import color
@@ -43,6 +47,8 @@ ACCURACY_THRESHOLDS = (2.5, 5.0, 10.0, 20.0)
 SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 DATA_RANGE = 255.0
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 COLOR_SCORE_DB_PER_CF = 0.5  # dB of PSNR that one unit of colorfulness gap costs in color_score (docs/metrics.md)
 AUTO = "auto"
 HIGHER_IS_BETTER = {"psnr", "ssim", "auc", "auc_rebalanced", "color_score"}  # and every acc@t
@@ -199,6 +205,71 @@ class LPIPSMetric(nn.Module):
         device = next(self.model.parameters()).device
         pred, true = (t.detach().float().clamp(0.0, 1.0).to(device) for t in (pred_rgb, true_rgb))
         return self.model(pred, true, normalize=True).flatten()
+
+
+class InceptionFeatures(nn.Module):
+    """FID's features: torchvision's ImageNet Inception v3 up to its 2048-d average pool, on RGB 0..1 images.
+
+    Images are resized (bilinear) to 299x299 and ImageNet-normalized; the weights
+    come from ``colorray.models.weights`` ('imagenet': ``inception_v3_google-0cc3c7bd.pth``
+    in the torch hub cache, or a path) and ``PretrainedWeightsMissing`` is raised
+    without them. These are torchvision's weights, not the TensorFlow Inception of
+    the reference FID implementation: values compare between colorray tables, not
+    with published FIDs.
+    """
+
+    def __init__(self, pretrained: str = "imagenet"):
+        super().__init__()
+        from torchvision.models import inception_v3
+
+        self.net = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
+        weights.load_into(self.net, "inception_v3", pretrained)
+        self.net.fc = nn.Identity()
+        self.net.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> InceptionFeatures:
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    @torch.no_grad()
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        if rgb.ndim != 4 or rgb.shape[1] != 3:
+            raise ValueError(f"RGB images must have shape (N, 3, H, W), got {tuple(rgb.shape)}")
+        x = F.interpolate(rgb.float().clamp(0.0, 1.0).to(self.mean.device), size=(299, 299), mode="bilinear",
+                          align_corners=False)
+        return self.net((x - self.mean) / self.std).to("cpu", torch.float64)
+
+
+def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N, D): FID on Inception features.
+
+    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` with sample covariances;
+    the matrix square root is scipy's, its imaginary rounding noise dropped.
+    """
+    if features_a.ndim != 2 or features_a.shape[1] != features_b.shape[1] or min(len(features_a), len(features_b)) < 2:
+        raise ValueError(f"FID needs two sets of at least 2 feature vectors of one size, got "
+                         f"{tuple(features_a.shape)} and {tuple(features_b.shape)}")
+    a, b = (f.detach().to(torch.float64).cpu().numpy() for f in (features_a, features_b))
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    with warnings.catch_warnings():  # fewer images than dimensions make the product singular: expected on small sets
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(cov_a @ cov_b)
+        if not np.isfinite(root).all():  # offset the diagonal, as pytorch-fid does
+            offset = np.eye(cov_a.shape[0]) * 1e-6
+            root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+    distance = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(root.real)
+    return float(max(distance, 0.0))
+
+
+def load_fid_features_or_none(pretrained: str = "imagenet") -> tuple[InceptionFeatures | None, str]:
+    """FID's feature network, or None and the reason FID is skipped (the Inception weights cannot be had)."""
+    try:
+        return InceptionFeatures(pretrained), ""
+    except PretrainedWeightsMissing as error:
+        return None, f"FID skipped: {error}"
 
 
 def load_lpips_or_none(pretrained: str = "imagenet", warn: bool = True) -> LPIPSMetric | None:

@@ -49,7 +49,9 @@ from colorray.metrics import (
     ACCURACY_THRESHOLDS,
     COLOR_SCORE_DB_PER_CF,
     accuracy_key,
+    frechet_distance,
     image_metrics,
+    load_fid_features_or_none,
     load_lpips_or_none,
     summarize,
 )
@@ -76,6 +78,10 @@ def protocol(size: int) -> dict[str, str]:
                        "(clipped to the gamut), rounded to uint8, data range 255, against the same rebuild with "
                        "the true ab",
         "lpips": "LPIPS v0.1 (AlexNet) on the same RGB as floats 0..1, only with real ImageNet AlexNet weights",
+        "fid": "Frechet distance between the Inception v3 pool features (torchvision's ImageNet weights, images "
+               "resized to 299x299) of a row's images and of the ground-truth images, one number per row over the "
+               "whole set; only with real Inception weights, else skipped; not comparable with TF-Inception FIDs, "
+               "and biased upward on small sets",
         "ab metrics": "AuC (thresholds 0..150 step 1) and acc@t on ab in Lab units, predicted ab clipped to +-110; "
                       "the rebalanced AuC weighs each pixel by the rebalancing weight of its true color (--prior)",
         "colorfulness gap": "mean over images of |CF(prediction) - CF(ground truth)| (Hasler & Suesstrunk 2003)",
@@ -98,6 +104,7 @@ COLUMNS = (
     Column("psnr", "PSNR dB ↑", 2),
     Column("ssim", "SSIM ↑", 4),
     Column("lpips", "LPIPS ↓", 4),
+    Column("fid", "FID ↓", 2),
     Column("mse", "MSE ↓", 1),
     Column("mae", "MAE ↓", 2),
     Column("auc", "AuC ↑", 4),
@@ -120,6 +127,7 @@ class Settings:
     temperature: float | None = None
     workers: int = 0
     rebalance: torch.Tensor | None = None  # class weights over color.ab_bins(), from --prior
+    fid: bool = True  # FID of every row against the ground truth, where the Inception weights can be had
 
 
 @dataclass
@@ -158,6 +166,8 @@ class PartResult:
     values: dict[str, dict[str, torch.Tensor]]  # row -> metric -> (N,) float64
     sheet: list[list[np.ndarray]]  # sheet rows: uint8 (S, S, 3) images, one per row of the table
     skips: Skips
+    features: dict[str, torch.Tensor] = field(default_factory=dict)  # row -> (N, 2048) Inception features for FID
+    fid_skipped: str = ""  # why there are no features ("" when FID was computed or not asked for)
 
 
 # --- Scoring: the one function of the local and the distributed path -----------------
@@ -192,6 +202,14 @@ class Evaluator:
         metric = load_lpips_or_none()
         return metric.to(self.device) if metric is not None else None
 
+    @functools.cached_property
+    def inception(self):
+        """FID's feature network on this device, or None (and the reason kept) when off or without its weights."""
+        if not self.settings.fid:
+            return None
+        network, self.fid_skipped = load_fid_features_or_none()
+        return network.to(self.device) if network is not None else None
+
     @classmethod
     def from_paths(cls, models: dict[str, str], settings: Settings) -> Evaluator:
         colorizers = {label: Colorizer.from_path(path) for label, path in models.items()}
@@ -201,15 +219,18 @@ class Evaluator:
     def run(self, batches: Iterable[Batch], sheet_images: int = 0, progress: tqdm | None = None) -> PartResult:
         result = PartResult([], {}, [], Skips())
         collected: dict[str, dict[str, list[torch.Tensor]]] = {}
+        features: dict[str, list[torch.Tensor]] = {}
         for batch in batches:
             result.skips.merge(batch.skips)
             keys, rgb = self._color_only(batch, result.skips)
             if keys:
-                self._score(keys, rgb, result, collected, sheet_images)
+                self._score(keys, rgb, result, collected, sheet_images, features)
             if progress is not None:
                 progress.update(batch.images_read())
         result.values = {row: {name: torch.cat(parts) for name, parts in metrics.items()}
                          for row, metrics in collected.items()}
+        result.features = {row: torch.cat(parts) for row, parts in features.items()}
+        result.fid_skipped = getattr(self, "fid_skipped", "")
         return result
 
     def _color_only(self, batch: Batch, skips: Skips) -> tuple[list[str], torch.Tensor]:
@@ -221,13 +242,17 @@ class Evaluator:
         return [batch.keys[i] for i in keep], batch.rgb[keep]
 
     def _score(self, keys: list[str], rgb: torch.Tensor, result: PartResult,
-               collected: dict[str, dict[str, list[torch.Tensor]]], sheet_images: int) -> None:
+               collected: dict[str, dict[str, list[torch.Tensor]]], sheet_images: int,
+               features: dict[str, list[torch.Tensor]]) -> None:
         L_norm, true_ab = color.rgb_to_model_inputs(rgb.to(self.device))
         predictions = row_predictions(L_norm, true_ab, self.colorizers, self.settings.temperature)
         scores = score_predictions(L_norm, true_ab, predictions, lpips=self.lpips, rebalance=self.rebalance)
         for row, metrics in scores.items():
             for name, values in metrics.items():
                 collected.setdefault(row, {}).setdefault(name, []).append(values)
+        if self.inception is not None:
+            for row, ab in predictions.items():
+                features.setdefault(row, []).append(self.inception(color.model_outputs_to_rgb(L_norm, ab)))
         result.keys.extend(keys)
         wanted = min(sheet_images - len(result.sheet), len(keys))
         if wanted > 0:
@@ -242,6 +267,9 @@ def merge_parts(parts: list[PartResult]) -> PartResult:
     for part in parts:
         merged.keys.extend(part.keys)
         merged.skips.merge(part.skips)
+        merged.fid_skipped = merged.fid_skipped or part.fid_skipped
+    if scored and all(part.features for part in scored):
+        merged.features = {row: torch.cat([part.features[row] for part in scored]) for row in scored[0].features}
     if scored:
         for row in scored[0].values:
             common = set.intersection(*(set(part.values[row]) for part in scored))
@@ -443,6 +471,7 @@ class Report:
     models: list[dict[str, Any]]
     settings: dict[str, Any]
     lpips_available: bool
+    fid_note: str = ""  # how FID was computed, or why it was skipped
 
     def headline(self) -> str:
         counts = self.result.skips.counts
@@ -459,6 +488,8 @@ class Report:
         if not self.lpips_available:
             lines.append("- LPIPS unavailable: the ImageNet AlexNet weights are not on this machine "
                          "(never computed from a random backbone)")
+        if self.fid_note:
+            lines.append(f"- {self.fid_note}")
         lines += ["", markdown_table(self.summary), "",
                   f"mean ± 95% confidence half-width over {len(self.result.keys)} images. The grayscale baseline "
                   "(ab = 0) is the floor a model must beat; the ground-truth row is the reference itself "
@@ -475,6 +506,7 @@ class Report:
                                  for reason in skips.counts}},
             "models": self.models,
             "lpips": "available" if self.lpips_available else "unavailable",
+            "fid": self.fid_note,
             "rows": list(self.summary),
             "summary": {row: {name: {"mean": json_number(mean), "ci95": json_number(ci)}
                               for name, (mean, ci) in metrics.items()} for row, metrics in self.summary.items()},
@@ -607,7 +639,7 @@ def evaluate(args: argparse.Namespace) -> tuple[Report, Path]:
         raise EvaluateError(f"--distributed evaluates WebDataset shards; {args.data} is a folder of images")
     prior = load_prior(args.prior) if args.prior else None
     settings = Settings(args.size, args.batch_size, args.temperature, args.workers,
-                        color.rebalance_weights(prior, color.ab_bins()) if prior is not None else None)
+                        color.rebalance_weights(prior, color.ab_bins()) if prior is not None else None, not args.no_fid)
     colorizers = load_models(args.model, args.label, args.device)
     report = score_models(data, args.data, colorizers, args.model, settings, args.limit, args.sheet_images,
                           args.distributed)
@@ -629,12 +661,24 @@ def score_models(data: ShardSet | FolderData, spec: str, colorizers: dict[str, C
         raise EvaluateError(f"no color image to score in {spec}: {counts['grayscale']} grayscale "
                             f"(no ground-truth color), {counts['unreadable']} unreadable")
     summary = {row: summarize(values) for row, values in result.values.items()}
+    fid_note = add_fid(summary, result) if settings.fid else "FID not computed (--no-fid)"
     models = [{"label": label, "path": path, "info": colorizer.info.to_dict()}
               for (label, colorizer), path in zip(colorizers.items(), paths)]
     run_settings = {"size": settings.size, "batch_size": settings.batch_size, "limit": limit,
                     "temperature": settings.temperature, "prior": None, "distributed": distributed,
                     "device": "ray tasks" if distributed else str(device)}
-    return Report(result, summary, data.description, models, run_settings, "lpips" in summary[GRAY_ROW])
+    return Report(result, summary, data.description, models, run_settings, "lpips" in summary[GRAY_ROW], fid_note)
+
+
+def add_fid(summary: dict[str, dict[str, tuple[float, float]]], result: PartResult) -> str:
+    """Each row's FID against the ground-truth images into ``summary`` (no interval: one number per set)."""
+    if not result.features:
+        return result.fid_skipped or "FID skipped: the Inception v3 weights cannot be had"
+    truth = result.features[TRUTH_ROW]
+    for row, features in result.features.items():
+        summary[row]["fid"] = (frechet_distance(features, truth), math.nan)
+    return (f"FID against the ground truth over {len(truth)} images (Inception v3, torchvision's ImageNet weights; "
+            "not comparable with TF-Inception FIDs; unreliable below a few thousand images)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -655,6 +699,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding shards (0: in-process)")
     p.add_argument("--distributed", action="store_true", help="one Ray task per shard on the running cluster")
     p.add_argument("--device", default="auto", help="torch device: auto (cuda when present), cpu, cuda, cuda:N")
+    p.add_argument("--no-fid", action="store_true", help="skip FID (Inception v3 features of every row's images)")
     return p
 
 

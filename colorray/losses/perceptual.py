@@ -22,10 +22,9 @@ from torchvision.models import vgg
 from colorray import color
 from colorray.losses import LOSSES
 from colorray.losses.pixel import ERRORS, PixelLoss
+from colorray.metrics import IMAGENET_MEAN, IMAGENET_STD
 from colorray.models import weights
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_LAYERS = ("relu2_2", "relu3_4", "relu4_4")
 
 

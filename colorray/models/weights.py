@@ -32,6 +32,7 @@ SOURCES = {  # arch -> torchvision's weights entry (its URL and file name)
     "resnet34": "ResNet34_Weights.IMAGENET1K_V1",
     "vgg19": "VGG19_Weights.IMAGENET1K_V1",
     "alexnet": "AlexNet_Weights.IMAGENET1K_V1",
+    "inception_v3": "Inception_V3_Weights.IMAGENET1K_V1",  # FID's feature network (colorray.metrics)
 }
 OFFLINE_ENV = "COLORRAY_OFFLINE"
 MIRROR_ENV = "COLORRAY_WEIGHTS_URL"
