@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import linalg, stats
+from scipy import stats
 from torch import nn
 
 from colorray import color
@@ -246,22 +246,27 @@ class InceptionFeatures(nn.Module):
 def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (N, D): FID on Inception features.
 
-    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` with sample covariances;
-    the matrix square root is scipy's, its imaginary rounding noise dropped.
+    ``|mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2))`` with sample
+    covariances. The last trace is the sum of the square roots of the eigenvalues
+    of ``S_a S_b``: on sets smaller than D those are the squared singular values of
+    the (N_a, N_b) cross-product of the centred features, else from two symmetric
+    eigendecompositions; both exact, no general matrix square root.
     """
     if features_a.ndim != 2 or features_a.shape[1] != features_b.shape[1] or min(len(features_a), len(features_b)) < 2:
         raise ValueError(f"FID needs two sets of at least 2 feature vectors of one size, got "
                          f"{tuple(features_a.shape)} and {tuple(features_b.shape)}")
     a, b = (f.detach().to(torch.float64).cpu().numpy() for f in (features_a, features_b))
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    with warnings.catch_warnings():  # fewer images than dimensions make the product singular: expected on small sets
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        root = linalg.sqrtm(cov_a @ cov_b)
-        if not np.isfinite(root).all():  # offset the diagonal, as pytorch-fid does
-            offset = np.eye(cov_a.shape[0]) * 1e-6
-            root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    distance = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(root.real)
-    return float(max(distance, 0.0))
+    (n_a, dims), n_b = a.shape, len(b)
+    xa, xb = a - a.mean(0), b - b.mean(0)
+    if min(n_a, n_b) <= dims:
+        trace_root = np.linalg.svd(xa @ xb.T, compute_uv=False).sum() / math.sqrt((n_a - 1) * (n_b - 1))
+    else:
+        cov_a, cov_b = xa.T @ xa / (n_a - 1), xb.T @ xb / (n_b - 1)
+        values, vectors = np.linalg.eigh(cov_a)
+        root_a = (vectors * np.sqrt(values.clip(min=0.0))) @ vectors.T
+        trace_root = np.sqrt(np.linalg.eigvalsh(root_a @ cov_b @ root_a).clip(min=0.0)).sum()
+    traces = (xa**2).sum() / (n_a - 1) + (xb**2).sum() / (n_b - 1)
+    return float(max(((a.mean(0) - b.mean(0)) ** 2).sum() + traces - 2.0 * trace_root, 0.0))
 
 
 def load_fid_features_or_none(pretrained: str = "imagenet") -> tuple[InceptionFeatures | None, str]:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import linalg
 from skimage import data as skimage_data
 from torchvision.models import inception_v3
 
@@ -32,6 +33,17 @@ def test_frechet_distance_of_a_mean_shift_and_of_a_scaled_set():
         pytest.approx(3.0, rel=0.1)
     with pytest.raises(ValueError, match="at least 2 feature vectors"):
         metrics.frechet_distance(a[:1], a)
+
+
+@pytest.mark.parametrize("count_a, count_b", [(6, 9), (40, 60)])  # fewer images than dimensions, and more
+def test_frechet_distance_equals_the_matrix_square_root_formula(count_a, count_b):
+    generator = torch.Generator().manual_seed(1)
+    a = torch.randn(count_a, 8, generator=generator, dtype=torch.float64)
+    b = torch.randn(count_b, 8, generator=generator, dtype=torch.float64) * 1.5 + 0.3
+    cov_a, cov_b = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
+    expected = (((a.mean(0) - b.mean(0)) ** 2).sum().item() + np.trace(cov_a) + np.trace(cov_b)
+                - 2 * np.trace(linalg.sqrtm(cov_a @ cov_b).real))
+    assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.fixture
