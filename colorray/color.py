@@ -5,14 +5,18 @@
 - The normalization the networks see (``L/50 - 1`` in, ``ab/110`` out).
 - Zhang et al.'s quantized ab space (ECCV 2016): in-gamut bins on a grid,
   soft-encoding of ground truth onto the nearest bins, class-rebalancing
-  weights from an empirical prior, and annealed-mean decoding. Besides
-  colorray's 262 in-gamut bins, the 313 bins of Zhang et al.'s released network
-  (their centres read from its weights, ``zhang_bins``) and its input
-  normalization ``(L - 50) / 100`` (``zhang_normalize_l``).
+  weights from an empirical prior, and annealed-mean decoding (T = 0.38,
+  ``ANNEALED_MEAN_T``). Besides colorray's 262 in-gamut bins, the 313 bins of
+  Zhang et al.'s released network (their centres read from its weights,
+  ``zhang_bins``) and its input normalization ``(L - 50) / 100``
+  (``zhang_normalize_l``).
 - The full-resolution CPU path on uint8 numpy images (``lightness``,
   ``join_lightness_ab``): lookup tables and OpenCV's fused Lab -> RGB instead of
   float tensor passes, the same results as the tensor functions to a fraction
   of a uint8 level, about ten times faster on a 1080p photo.
+- The output spaces a generator predicts in (``OUTPUT_SPACES``: ab, bins, rgb)
+  and their conversions: ``prediction_to_ab`` (any prediction to normalized ab)
+  and ``training_target`` (what a prediction is compared with in training).
 
 Everything here is a pure function of its inputs.
 """
@@ -30,6 +34,7 @@ L_SCALE = 50.0
 AB_SCALE = 110.0
 AB_LIMIT = 110.0
 ZHANG_L_CENTER, ZHANG_L_SCALE = 50.0, 100.0  # the input of Zhang et al.'s released network: (L - 50) / 100
+ANNEALED_MEAN_T = 0.38  # Zhang et al.'s annealed-mean temperature, between the bins' mode (0) and mean (1)
 NEAREST_BIN_CHUNK = 65536  # pixels per nearest-bin search: bounds the (pixels x bins) distance table
 
 _ILLUMINANT_D65 = (0.95047, 1.0, 1.08883)
@@ -383,7 +388,7 @@ def rebalance_weights(
     return weights.float()
 
 
-def annealed_mean(logits: torch.Tensor, bins: torch.Tensor, temperature: float = 0.38) -> torch.Tensor:
+def annealed_mean(logits: torch.Tensor, bins: torch.Tensor, temperature: float = ANNEALED_MEAN_T) -> torch.Tensor:
     """Decode Q-way logits (N, Q, H, W) to ab (N, 2, H, W, Lab units).
 
     ``temperature`` 1 gives the distribution's mean, 0 its mode, and Zhang et
@@ -396,3 +401,38 @@ def annealed_mean(logits: torch.Tensor, bins: torch.Tensor, temperature: float =
         return bins[logits.argmax(dim=1)].permute(0, 3, 1, 2)
     probs = torch.softmax(logits / temperature, dim=1)
     return torch.einsum("nqhw,qc->nchw", probs, bins)
+
+
+# --- Output spaces: what a generator predicts, and how each becomes ab -----------------
+
+OUTPUT_SPACES = {
+    "ab": "normalized ab (N, 2, H, W): ab / AB_SCALE",
+    "bins": "logits (N, Q, ceil(H/4), ceil(W/4)) over ab_bins(), decoded by the annealed mean",
+    "rgb": "sRGB (N, 3, H, W) in 0..1",
+}  # discriminators predict "critic" patch logits, which have no colors
+
+
+def prediction_to_ab(
+    prediction: torch.Tensor, space: str, L_norm: torch.Tensor, temperature: float = ANNEALED_MEAN_T,
+    bins: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A generator's prediction in ``space`` to normalized ab at the resolution of ``L_norm``.
+
+    ``bins``: the bin centres of a ``bins`` prediction (default ``ab_bins()``; Zhang et al.'s network has its own).
+    """
+    size = tuple(L_norm.shape[-2:])
+    if space == "ab":
+        return resize_ab(prediction, size)
+    if space == "bins":
+        bins = ab_bins() if bins is None else bins
+        ab = annealed_mean(prediction.float(), bins.to(prediction.device), temperature)
+        return normalize_ab(resize_ab(ab, size))
+    if space == "rgb":
+        lab = rgb_to_lab(prediction.float().clamp(0.0, 1.0))
+        return normalize_ab(resize_ab(lab[:, 1:3], size))
+    raise ValueError(f"model output space '{space}' has no ab decoding; output spaces: {', '.join(OUTPUT_SPACES)}")
+
+
+def training_target(space: str, rgb: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """What a prediction in ``space`` is compared with: sRGB 0..1 for rgb models, else the normalized ``ab``."""
+    return _as_float_rgb(rgb) if space == "rgb" else ab

@@ -52,7 +52,7 @@ class GeneratorInfo:
     options: dict[str, Any]
     output_space: str
     image_size: int
-    temperature: float = 0.38
+    temperature: float = color.ANNEALED_MEAN_T
     metrics: dict[str, float] = field(default_factory=dict)
     created: str = ""
     source: str = ""
@@ -87,7 +87,7 @@ def export_payload(model: nn.Module, image_size: int, metrics: dict[str, float] 
         "image_size": int(image_size),
         "color": {"l_scale": color.L_SCALE, "ab_scale": color.AB_SCALE,
                   "bins": int(getattr(bare, "bins", color.ab_bins()).shape[0])},
-        "temperature": 0.38,
+        "temperature": color.ANNEALED_MEAN_T,
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "state_dict": {k: v.detach().cpu() for k, v in bare.state_dict().items()},
@@ -208,7 +208,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tupl
         options=payload["options"],
         output_space=payload["output_space"],
         image_size=payload["image_size"],
-        temperature=payload.get("temperature", 0.38),
+        temperature=payload.get("temperature", color.ANNEALED_MEAN_T),
         metrics=payload.get("metrics", {}),
         created=payload.get("created", ""),
         source=str(file),

@@ -186,3 +186,29 @@ def test_join_lightness_ab_matches_skimage(saturation, ab_size):
     assert ours.dtype == np.uint8 and ours.shape == photo.shape
     assert np.abs(ours.astype(int) - reference).max() <= 1
     assert (ours != reference).mean() < 0.01
+
+
+def test_every_output_space_decodes_to_normalized_ab_at_the_input_size():
+    L_norm = torch.zeros(1, 1, 8, 12)
+    ab = torch.full((1, 2, 4, 6), 0.25)
+    assert torch.allclose(color.prediction_to_ab(ab, "ab", L_norm), torch.full((1, 2, 8, 12), 0.25))
+    bins = color.ab_bins()
+    chosen = 17
+    logits = torch.full((1, bins.shape[0], 2, 3), -50.0)
+    logits[:, chosen] = 50.0
+    decoded = color.prediction_to_ab(logits, "bins", L_norm)
+    assert decoded.shape == (1, 2, 8, 12)
+    assert torch.allclose(decoded[0, :, 0, 0], bins[chosen] / color.AB_SCALE, atol=1e-5)
+    rgb = torch.tensor([0.8, 0.3, 0.1]).view(1, 3, 1, 1).expand(1, 3, 8, 12)
+    expected = skimage.color.rgb2lab(np.array([[[0.8, 0.3, 0.1]]]))[0, 0, 1:] / color.AB_SCALE
+    assert np.allclose(color.prediction_to_ab(rgb, "rgb", L_norm)[0, :, 3, 5].numpy(), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="output space 'critic' has no ab decoding; output spaces: ab, bins, rgb"):
+        color.prediction_to_ab(ab, "critic", L_norm)
+
+
+def test_training_targets_are_rgb_in_0_1_for_rgb_models_and_ab_otherwise():
+    rgb = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 3, 1, 1)
+    _, ab = color.rgb_to_model_inputs(rgb)
+    assert torch.equal(color.training_target("rgb", rgb, ab), torch.tensor([0.0, 0.2, 1.0]).view(1, 3, 1, 1))
+    assert color.training_target("ab", rgb, ab) is ab and color.training_target("bins", rgb, ab) is ab
+    assert color.annealed_mean.__defaults__ == (color.ANNEALED_MEAN_T,) == (0.38,)

@@ -17,7 +17,7 @@ from colorray.config import config_from_dict
 from colorray.losses.objective import Objective, check_losses
 from colorray.metrics import image_metrics
 from colorray.models import list_models, model_option_names, output_space, predict_ab
-from colorray.train.loop import build_models, train_step, training_target
+from colorray.train.loop import build_models, train_step
 from colorray.train.optim import build_optimizer, build_scheduler
 from colorray.train.stepping import Updater
 
@@ -65,7 +65,7 @@ def one_step(config, adversarial: bool):
     before = {name: [p.detach().clone() for p in model.parameters()] for name, model in models.items()}
     rgb = torch.randint(0, 256, (2, 3, SIZE, SIZE), dtype=torch.uint8)
     L, ab = color.rgb_to_model_inputs(rgb)
-    target = training_target(models["generator"].output_space, rgb, ab)
+    target = color.training_target(models["generator"].output_space, rgb, ab)
     labels = torch.tensor([0, 1])
     losses = train_step(models, updater, Objective(config, None, device), L, target, labels, adversarial)
     return models, before, losses, L, ab

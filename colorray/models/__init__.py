@@ -2,14 +2,10 @@
 
 ``create_model(name, **options)`` builds any registered network; each
 architecture registers itself in its own file of this package with the space it
-predicts:
-
-- ``"ab"``: normalized ab (N, 2, H, W), ``ab / 110``;
-- ``"bins"``: logits (N, Q, H/4, W/4) over quantized ab bins, the model's
-  ``bins`` buffer (``colorray.color.ab_bins``, or Zhang et al.'s 313),
-  decoded with the annealed mean;
-- ``"rgb"``: sRGB (N, 3, H, W) in 0..1;
-- ``"critic"``: a discriminator's patch logits.
+predicts: one of ``colorray.color.OUTPUT_SPACES`` (``"ab"``, ``"bins"``,
+``"rgb"``, defined and converted there; a ``bins`` model decodes over its own
+``bins`` buffer, ``colorray.color.ab_bins`` or Zhang et al.'s 313), or
+``"critic"`` for a discriminator's patch logits.
 
 Generators take normalized L (N, 1, H, W) of any H and W. A model with a
 classification head (``fusion``) returns ``(prediction, class_logits)``.
@@ -71,25 +67,7 @@ def split_class_logits(output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     return output, None
 
 
-def prediction_to_ab(
-    prediction: torch.Tensor, space: str, L_norm: torch.Tensor, temperature: float = 0.38,
-    bins: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """A generator's prediction to normalized ab at the resolution of ``L_norm`` (``bins``: default ``ab_bins()``)."""
-    size = tuple(L_norm.shape[-2:])
-    if space == "ab":
-        return color.resize_ab(prediction, size)
-    if space == "bins":
-        bins = (color.ab_bins() if bins is None else bins).to(prediction.device)
-        ab = color.annealed_mean(prediction.float(), bins, temperature)
-        return color.normalize_ab(color.resize_ab(ab, size))
-    if space == "rgb":
-        lab = color.rgb_to_lab(prediction.float().clamp(0.0, 1.0))
-        return color.normalize_ab(color.resize_ab(lab[:, 1:3], size))
-    raise ValueError(f"model output space '{space}' has no ab decoding")
-
-
-def predict_ab(model: nn.Module, L_norm: torch.Tensor, temperature: float = 0.38) -> torch.Tensor:
+def predict_ab(model: nn.Module, L_norm: torch.Tensor, temperature: float = color.ANNEALED_MEAN_T) -> torch.Tensor:
     """Run a generator on normalized L and return normalized ab at the input's resolution."""
     prediction, _ = split_class_logits(model(L_norm))
-    return prediction_to_ab(prediction, model.output_space, L_norm, temperature, getattr(model, "bins", None))
+    return color.prediction_to_ab(prediction, model.output_space, L_norm, temperature, getattr(model, "bins", None))

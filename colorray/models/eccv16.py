@@ -136,7 +136,7 @@ def release_export(state: dict[str, torch.Tensor]) -> dict:
     """The export payload of Zhang et al.'s released network (``colorray.export`` format fields)."""
     return {"model": "eccv16", "options": {"bins": "zhang"}, "output_space": "bins",
             "image_size": RELEASE_IMAGE_SIZE, "state_dict": from_release(state),
-            "metrics": {}, "created": "", "temperature": 0.38}
+            "metrics": {}, "created": "", "temperature": color.ANNEALED_MEAN_T}
 
 
 @MODELS.register("eccv16", output="bins")

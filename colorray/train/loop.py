@@ -83,7 +83,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
             checkpoints.fail_once_if_asked(config, rank, step)
             rgb = batch["rgb"].to(device, non_blocking=True)
             L, ab = color.rgb_to_model_inputs(rgb)
-            target = training_target(space, rgb, ab)
+            target = color.training_target(space, rgb, ab)
             labels = batch["label"].to(device)
             if config.run.channels_last:
                 L = L.contiguous(memory_format=torch.channels_last)
@@ -150,11 +150,6 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
         yield
     finally:
         model.requires_grad_(True)
-
-
-def training_target(space: str, rgb: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-    """What the generator's prediction is compared with: sRGB 0..1 for RGB models, else normalized ab."""
-    return rgb.float() / 255 if space == "rgb" else ab
 
 
 def report(metrics, config, models, updater, position, rank, samples=None) -> None:
