@@ -1,16 +1,24 @@
 """The one config schema of colorray: dataclasses loaded from YAML, overridden from the CLI.
 
-Train, Tune, Serve and Evaluate all read a ``TrainConfig``. A YAML file holds any
-subset of its sections; ``key=value`` overrides use dotted paths
-(``model.name=unet optim.lr=2e-4 gan.enabled=true``) and their values are
-parsed as YAML scalars. Unknown keys and wrongly typed values are rejected with
-the key named, before anything runs.
+``TrainConfig`` is what ``python -m colorray.train`` runs, what every Tune trial
+runs (a sweep file's ``base`` plus the sampled keys) and what the study recipes
+build; each run saves it as ``config.yaml`` beside its checkpoints. Serve,
+Evaluate and colorize read no training config: an exported ``generator.pt``
+carries what they need (``colorray.export``).
+
+A YAML file holds any subset of the sections; ``key=value`` overrides use dotted
+paths (``model.name=unet optim.lr=2e-4 gan.enabled=true``) and their values are
+parsed as YAML scalars. Unknown keys, wrongly typed values and values out of
+range (a non-finite or negative learning rate, a run name that is not a plain
+folder name, ...) are rejected with the key named, before anything runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +34,14 @@ class ConfigError(ValueError):
     """A config file or override names a key that does not exist or has a bad value."""
 
 
+PLAIN_NAME = re.compile(r"\w[\w.+-]*")  # a folder name: no separators, no leading dot, never '..'
+
+
+def _check_positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"config key '{key}' must be > 0, got {value}")
+
+
 @dataclass
 class DataConfig:
     train: str = ""  # shard folder, URL or brace pattern; empty: the embedded smoke dataset
@@ -36,6 +52,11 @@ class DataConfig:
     shuffle_buffer: int = 256
     val_samples: int = 64  # validation images scored each epoch (0: all)
     samples_per_epoch: int = 0  # per epoch across all ranks; 0: from the shard index
+    max_corrupt_share: float = 0.01  # an epoch whose skipped corrupt samples pass this share fails the run
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_corrupt_share <= 1.0:
+            raise ConfigError(f"config key 'data.max_corrupt_share' must be within 0..1, got {self.max_corrupt_share}")
 
 
 @dataclass
@@ -63,6 +84,9 @@ class GANConfig:
     pretrain_epochs: int = 0  # generator-only L1 epochs before the adversarial phase
     lr: float = 2e-4
 
+    def __post_init__(self) -> None:
+        _check_positive("gan.lr", self.lr)
+
 
 @dataclass
 class OptimConfig:
@@ -76,6 +100,9 @@ class OptimConfig:
     step_gamma: float = 0.5
     grad_clip: float = 0.0  # max gradient norm; 0: off
     accumulate_steps: int = 1  # sum the gradients of this many batches per optimizer step
+
+    def __post_init__(self) -> None:
+        _check_positive("optim.lr", self.lr)
 
 
 @dataclass
@@ -113,6 +140,9 @@ class RunSettings:
     def __post_init__(self) -> None:
         if isinstance(self.amp, bool):  # the old boolean: true was bf16 autocast on GPUs
             self.amp = "auto" if self.amp else "none"
+        if self.name and not PLAIN_NAME.fullmatch(self.name):
+            raise ConfigError(f"config key 'run.name' must be a plain folder name (letters, digits, '_', '-', '.', "
+                              f"'+'; no '/' and no leading '.'), got '{self.name}'")
 
 
 @dataclass
@@ -192,9 +222,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
     if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:
-            return float(value)  # YAML 1.1 reads 2e-4 as a string
+            number = float(value)  # YAML 1.1 reads 2e-4 as a string
         except ValueError:
-            pass
+            number = None
+        if number is not None and not math.isfinite(number):
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
+        if number is not None:
+            return number
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):

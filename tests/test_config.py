@@ -69,3 +69,30 @@ def test_list_fields_are_checked_item_by_item():
         config_from_dict({"sizes": [1, "two"]}, Holder)
     with pytest.raises(ConfigError, match="config key 'sizes' must be a list"):
         config_from_dict({"sizes": 3}, Holder)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=nan", "config key 'optim.lr' must be a finite number, got 'nan'"),
+    ("optim.lr=.inf", "config key 'optim.lr' must be a finite number, got inf"),
+    ("optim.lr=-1e-3", "config key 'optim.lr' must be > 0, got -0.001"),
+    ("optim.lr=0", "config key 'optim.lr' must be > 0, got 0.0"),
+    ("gan.lr=-.inf", "config key 'gan.lr' must be a finite number, got -inf"),
+    ("gan.lr=-0.1", "config key 'gan.lr' must be > 0, got -0.1"),
+    ("optim.weight_decay=NaN", "config key 'optim.weight_decay' must be a finite number"),
+    ("data.max_corrupt_share=1.5", "config key 'data.max_corrupt_share' must be within 0..1, got 1.5"),
+])
+def test_learning_rates_and_shares_out_of_range_are_refused_when_the_config_loads(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [override])
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "/tmp/run", ".hidden", "..", "a\\b", "run name"])
+def test_run_names_must_be_plain_folder_names(name):
+    with pytest.raises(ConfigError, match=r"config key 'run.name' must be a plain folder name .* got '"):
+        config_from_dict({"run": {"name": name}})
+
+
+@pytest.mark.parametrize("name", ["colorray-cnn-20261203-101500", "trial_00001", "v1.2+bf16", "ünï"])
+def test_plain_run_names_are_accepted(name):
+    assert config_from_dict({"run": {"name": name}}).run.name == name

@@ -17,8 +17,6 @@ def check_optim(optim: OptimConfig) -> None:
         raise ValueError(f"unknown optimizer '{optim.name}' (optim.name); known: {', '.join(OPTIMIZERS)}")
     if optim.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule '{optim.schedule}' (optim.schedule); known: {', '.join(SCHEDULES)}")
-    if optim.lr <= 0:
-        raise ValueError(f"optim.lr must be > 0, got {optim.lr}")
 
 
 def build_optimizer(params, optim: OptimConfig, lr: float | None = None) -> torch.optim.Optimizer:
