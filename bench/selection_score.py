@@ -14,7 +14,6 @@ selection"); the last line is one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from colorray import color, metrics
+from colorray import cli, color, metrics
 
 SCALES = (1.0, 0.75, 0.5, 0.25, 0.0)
 
@@ -70,7 +69,7 @@ def better_than(winner: tuple[float, float], loser: tuple[float, float]) -> tupl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", required=True, type=Path)
     parser.add_argument("--size", type=int, default=96)
     args = parser.parse_args()
