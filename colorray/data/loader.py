@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import io
 import json
-import logging
 import math
 import random
 import urllib.request
@@ -40,14 +39,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from colorray.data import storage
+from colorray.data.tarstream import IMAGE_FIELDS, read_samples
 
-IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
 CROP_SCALE = (0.3, 1.0)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 _REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "gcs://")
 _INDEX_TIMEOUT_S = 30
 
-log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -325,61 +323,58 @@ def decode_crop(data: bytes, size: int, box_for: Callable[[int, int], tuple[floa
 
 
 class _ErrorCounter:
-    """Counts unreadable samples and shards of one reader; also webdataset's error handler."""
+    """Corrupt samples one reader skipped (placeholders from ``tarstream`` and images that do not decode).
+
+    A training reader that goes over its samples again to fill its quota meets
+    the same corrupt samples again: only its first pass is counted.
+    """
 
     def __init__(self) -> None:
         self.count = 0
+        self.first_pass = True
 
-    def __call__(self, error: Exception) -> bool:
-        self.count += 1
-        log.warning("skipping unreadable shard data: %s", error)
-        return True
+    def add(self) -> None:
+        self.count += self.first_pass
 
     def take(self) -> int:
         count, self.count = self.count, 0
         return count
 
 
-def _opened(urls: Iterable[str], on_error: _ErrorCounter) -> Iterator[dict[str, Any]]:
-    """webdataset's url_opener, with s3:// and gs:// objects streamed through ``colorray.data.storage``."""
-    for url in urls:
-        try:
-            stream = storage.open_input(url) if storage.is_uri(url) else wds.gopen(url)
-        except Exception as error:  # noqa: BLE001 - an unreadable shard is skipped and counted
-            on_error(error)
-            continue
-        yield {"url": url, "stream": stream}
+def _open_shard(url: str):
+    """A shard's byte stream: s3:// and gs:// objects through ``colorray.data.storage``, the rest by webdataset."""
+    return storage.open_input(url) if storage.is_uri(url) else wds.gopen(url)
 
 
-def _samples(urls: Iterable[str], on_error: _ErrorCounter) -> Iterator[dict[str, Any]]:
-    files = wds.tariterators.tar_file_expander(_opened(urls, on_error), handler=on_error)
-    return wds.tariterators.group_by_keys(files, handler=on_error)
-
-
-def _read(parts: list[_Part], on_error: _ErrorCounter) -> Iterator[dict[str, Any]]:
+def _read(parts: list[_Part]) -> Iterator[dict[str, Any]]:
+    """This reader's samples of its parts, corrupt ones as ``tarstream`` placeholders (so slots stay aligned)."""
     for part in parts:
-        for index, sample in enumerate(_samples(part.urls, on_error)):
+        samples = (sample for url in part.urls for sample in read_samples(url, _open_shard))
+        for index, sample in enumerate(samples):
             if part.take is not None and index >= part.take:
                 break
             if index % part.stride == part.slot:
                 yield sample
 
 
-def _cycle(read_pass: Callable[[], Iterator[dict[str, Any]]], parts: int) -> Iterator[dict[str, Any]]:
-    """Pass after pass over a reader's parts (a reader that runs out before its quota starts again)."""
+def _cycle(read_pass: Callable[[], Iterator[dict[str, Any]]], parts: int,
+           errors: _ErrorCounter) -> Iterator[dict[str, Any]]:
+    """Pass after pass over a reader's decoded samples (a reader that runs out before its quota starts again)."""
     while True:
         seen = 0
-        for sample in read_pass():
+        for item in read_pass():
             seen += 1
-            yield sample
+            yield item
         if seen == 0:
             raise DataError(f"a loader worker found no readable samples in its {parts} shard part(s); "
                             "check the shards or use fewer loader workers")
+        errors.first_pass = False
 
 
-def _collate(items: list[dict[str, Any]], decode_errors: int) -> dict[str, Any]:
+def _collate(items: list[dict[str, Any]], decode_errors: int, image_size: int) -> dict[str, Any]:
     return {
-        "rgb": torch.stack([item["rgb"].permute(1, 2, 0) for item in items]).permute(0, 3, 1, 2),  # channels-last
+        "rgb": torch.stack([item["rgb"].permute(1, 2, 0) for item in items]).permute(0, 3, 1, 2)  # channels-last
+        if items else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8),
         "label": torch.tensor([item["label"] for item in items], dtype=torch.int64),
         "key": [item["key"] for item in items],
         "decode_errors": decode_errors,
@@ -410,11 +405,15 @@ class _ShardStream(IterableDataset):
             return
         parts = self.plan[worker]
         if self.train:
-            samples = _cycle(lambda: self._shuffled(_read(parts, errors), rng), len(parts))
+            decoded = _cycle(lambda: self._decoded(self._shuffled(_read(parts), rng), rng, errors), len(parts),
+                             errors)
         else:
-            samples = _read(parts, errors)
-        decoded = (item for item in (self._decode(s, rng, errors) for s in samples) if item is not None)
+            decoded = self._decoded(_read(parts), rng, errors)
         yield from self._batches(decoded, quota, errors)
+
+    def _decoded(self, samples: Iterator[dict[str, Any]], rng: random.Random,
+                 errors: _ErrorCounter) -> Iterator[dict[str, Any]]:
+        return (item for item in (self._decode(s, rng, errors) for s in samples) if item is not None)
 
     def _shuffled(self, samples: Iterator[dict[str, Any]], rng: random.Random) -> Iterator[dict[str, Any]]:
         """Buffer shuffle within one pass, so a reader sees all its samples before any repeats."""
@@ -424,6 +423,9 @@ class _ShardStream(IterableDataset):
 
     def _decode(self, sample: dict[str, Any], rng: random.Random, errors: _ErrorCounter) -> dict[str, Any] | None:
         data = next((sample[field] for field in IMAGE_FIELDS if field in sample), None)
+        if data is None:  # a tarstream placeholder
+            errors.add()
+            return None
         try:
             if self.train:
                 box_for = functools.partial(_random_crop_box, rng=rng)
@@ -432,7 +434,7 @@ class _ShardStream(IterableDataset):
                 rgb = decode_crop(data, self.image_size, center_box)
             label = int(sample["cls"]) if "cls" in sample else -1
         except Exception:  # noqa: BLE001 - a bad sample is skipped and counted, never fatal
-            errors.count += 1
+            errors.add()
             return None
         return {"rgb": rgb, "label": label, "key": sample["__key__"]}
 
@@ -441,12 +443,12 @@ class _ShardStream(IterableDataset):
         for item in decoded:
             batch.append(item)
             if len(batch) == self.batch_size:
-                yield _collate(batch, errors.take())
+                yield _collate(batch, errors.take(), self.image_size)
                 batch, produced = [], produced + 1
                 if quota is not None and produced >= quota:
                     return
-        if batch and quota is None:
-            yield _collate(batch, errors.take())
+        if quota is None and (batch or errors.count):  # the last batch: short, or empty with only a count
+            yield _collate(batch, errors.take(), self.image_size)
 
 
 # --- Loaders ------------------------------------------------------------------------

@@ -201,7 +201,7 @@ class Artifacts:
         with open(self.folder / METRICS_FILE, "a") as handle:
             handle.write(json.dumps(metrics) + "\n")
         for name, value in metrics.items():
-            if name.startswith("val/"):
+            if name.startswith("val/") or name.endswith(("/skipped_corrupt", "/corrupt_share")):
                 self.writer.add_scalar(name, value, step)
         self.writer.flush()
         grid = None

@@ -106,6 +106,12 @@ def shown_val_metrics(metric: str, metrics: dict[str, float]) -> list[str]:
     return [name for index, name in enumerate(names) if name in metrics and name not in names[:index]]
 
 
+def skipped_parts(metrics: dict[str, float]) -> list[str]:
+    """``skipped N corrupt samples (train A, val B)`` when the shards held corrupt samples, else nothing."""
+    train, val = int(metrics.get("train/skipped_corrupt", 0)), int(metrics.get("val/skipped_corrupt", 0))
+    return [f"skipped {train + val} corrupt samples (train {train}, val {val})"] if train + val else []
+
+
 def epoch_line(config: TrainConfig, epoch: int, step: int, metrics: dict[str, float], rate: float,
                seconds: float) -> str:
     """``epoch 3/8 step 36 | loss 0.1100 | val psnr 22.62 ssim 0.8769 auc 0.8857 | 41.3 img/s | 21.4 s``."""
@@ -113,5 +119,5 @@ def epoch_line(config: TrainConfig, epoch: int, step: int, metrics: dict[str, fl
     val = " ".join(f"{name.removeprefix('val/')} {metrics[name]:.4g}"
                    for name in shown_val_metrics(config.run.metric, metrics))
     parts = [f"epoch {epoch}/{config.run.epochs} step {step}", f"loss {loss:.4f}" if loss is not None else "loss -",
-             f"val {val}" if val else "no validation", f"{rate:.1f} img/s", f"{seconds:.1f} s"]
+             *skipped_parts(metrics), f"val {val}" if val else "no validation", f"{rate:.1f} img/s", f"{seconds:.1f} s"]
     return clip(" | ".join(parts))

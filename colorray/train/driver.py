@@ -20,6 +20,7 @@ from colorray.data import storage
 from colorray.metrics import resolve_selection
 from colorray.train import checkpoints, console, preflight
 from colorray.train.loop import train_loop_per_worker
+from colorray.train.validation import corrupt_data_problem
 
 
 def build_trainer(config: TrainConfig, callbacks: list | None = None, verbose: bool = False) -> TorchTrainer:
@@ -91,9 +92,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = build_trainer(config, verbose=args.verbose).fit()
     except ray.train.TrainingFailedError as error:
-        return cli.fail(f"training failed: {error}", code=1)
+        return cli.fail(f"training failed: {failure_cause(error)}", code=1)
+    problem = corrupt_data_problem(config, result.metrics or {})
+    if problem:
+        return cli.fail(f"training stopped: {problem}", code=1)
     print(checkpoints.finish(config, result))
     return 0
+
+
+def failure_cause(error: Exception) -> str:
+    """What went wrong in a worker, in one line (Ray's own message starts with 'Training failed due to ...')."""
+    failures = getattr(error, "worker_failures", None) or {}
+    for rank, failure in sorted(failures.items()):
+        cause = getattr(failure, "cause", None) or failure
+        text = str(cause).strip()
+        return f"worker {rank}: {type(cause).__name__}: {text.splitlines()[0] if text else ''}"
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else type(error).__name__
 
 
 def header_lines(config: TrainConfig, verbose: bool) -> list[str]:

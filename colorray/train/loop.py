@@ -32,7 +32,7 @@ from colorray.models import create_model, split_class_logits
 from colorray.train import checkpoints, preflight
 from colorray.train.optim import build_optimizer, build_scheduler
 from colorray.train.stepping import Updater
-from colorray.train.validation import validate
+from colorray.train.validation import corrupt_data_problem, skipped_metrics, validate
 
 
 def train_loop_per_worker(config_dict: dict) -> None:
@@ -61,11 +61,12 @@ def train_loop_per_worker(config_dict: dict) -> None:
     artifacts = checkpoints.Artifacts(config, rank)
     step, last_val = position.step, position.val_metrics
 
-    def validate_and_report(losses: dict, epochs_done: int, batches_done: int, clock: float) -> dict[str, float]:
+    def validate_and_report(losses: dict, epochs_done: int, batches_done: int, clock: float,
+                            counts: dict | None = None) -> dict[str, float]:
         """Validate the generator, log it, and report a checkpoint scored by this validation."""
         val, samples = validate(config, updater.generator(models["generator"]),
                                 val_loader_for(config, val_set, rank, world_size), device, prior, rank)
-        metrics = {**losses, **val, "epoch": epochs_done, "step": step}
+        metrics = {**losses, **(counts or {}), **val, "epoch": epochs_done, "step": step}
         artifacts.log_validation(epochs_done, step, metrics, samples, time.perf_counter() - clock,
                                  epoch_end=batches_done == 0)
         report(metrics, config, models, updater, checkpoints.Position(epochs_done, batches_done, step, val), rank,
@@ -76,8 +77,9 @@ def train_loop_per_worker(config_dict: dict) -> None:
         for model in models.values():
             model.train()
         loader = train_loader_for(config, train_set, rank, world_size, epoch)
-        clock, seen, meter, losses = time.perf_counter(), 0, LossMeter(), {}
+        clock, seen, meter, losses, skipped = time.perf_counter(), 0, LossMeter(), {}, 0
         for batch_index, batch in enumerate(loader):
+            skipped += int(batch["decode_errors"])
             if epoch == position.epoch and batch_index < position.batches_done:
                 continue
             checkpoints.fail_once_if_asked(config, rank, step)
@@ -105,7 +107,10 @@ def train_loop_per_worker(config_dict: dict) -> None:
                 report({**losses, **unvalidated(config), "epoch": epoch, "step": step}, config, models, updater, state,
                        rank)
 
-        last_val = validate_and_report(losses, epoch + 1, 0, clock)
+        counts = skipped_metrics("train", skipped, len(loader) * config.data.batch_size)
+        last_val = validate_and_report(losses, epoch + 1, 0, clock, counts)
+        if corrupt_data_problem(config, {**counts, **last_val}):
+            break  # on every rank (the counts are all-reduced); the driver reports why from the last metrics
     artifacts.close()
 
 

@@ -34,9 +34,12 @@ def validate(config: TrainConfig, generator, loader, device, prior, rank: int):
     rebalance = color.rebalance_weights(prior, color.ab_bins()) if prior is not None else None
     lpips = _lpips(device.type, rank)
     sums: dict[str, torch.Tensor] = {}
-    count = 0
+    count = skipped = 0
     rows: list[torch.Tensor] = []
     for batch in loader:
+        skipped += int(batch["decode_errors"])
+        if not batch["key"]:  # a last batch that only carries a count of skipped samples
+            continue
         rgb = batch["rgb"].to(device)
         L, ab = color.rgb_to_model_inputs(rgb)
         pred_ab = predict_ab(model, L).float()
@@ -45,7 +48,7 @@ def validate(config: TrainConfig, generator, loader, device, prior, rank: int):
         count += rgb.shape[0]
         if rank == 0 and len(rows) < config.run.sample_images:
             rows.extend(_sample_rows(L, pred_ab, rgb)[: config.run.sample_images - len(rows)])
-    means = _all_reduce_means(sums, count)
+    means = {**_all_reduce_means(sums, count), **skipped_metrics("val", skipped, count)}
     model.train()
     samples = torchvision.utils.make_grid(torch.cat(rows), nrow=3, padding=2) if rows else None
     return means, samples
@@ -58,13 +61,36 @@ def _sample_rows(L: torch.Tensor, pred_ab: torch.Tensor, rgb: torch.Tensor) -> l
     return [torch.stack([g, p, t]).cpu() for g, p, t in zip(gray, prediction, truth)]
 
 
-def _all_reduce_means(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
-    names = sorted(sums)
-    totals = torch.stack([sums[n] for n in names] + [torch.tensor(float(count), dtype=torch.float64)])
+def all_reduce_sums(values: list[float]) -> list[float]:
+    """Element-wise sums over all ranks (the values themselves when training runs without torch.distributed)."""
+    totals = torch.tensor(values, dtype=torch.float64)
     if dist.is_available() and dist.is_initialized():
         backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
         totals = totals.to(backend_device)
         dist.all_reduce(totals)
-        totals = totals.cpu()
-    n = max(float(totals[-1]), 1.0)
-    return {f"val/{name}": float(total) / n for name, total in zip(names, totals[:-1])}
+    return totals.cpu().tolist()
+
+
+def _all_reduce_means(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+    names = sorted(sums)
+    totals = all_reduce_sums([float(sums[name]) for name in names] + [float(count)])
+    n = max(totals[-1], 1.0)
+    return {f"val/{name}": total / n for name, total in zip(names, totals[:-1])}
+
+
+def skipped_metrics(split: str, skipped: int, used: int) -> dict[str, float]:
+    """``<split>/skipped_corrupt`` (summed over loader workers and ranks) and ``<split>/corrupt_share`` of those read."""
+    skipped, used = all_reduce_sums([float(skipped), float(used)])
+    return {f"{split}/skipped_corrupt": int(skipped), f"{split}/corrupt_share": skipped / max(skipped + used, 1.0)}
+
+
+def corrupt_data_problem(config: TrainConfig, metrics: dict[str, float]) -> str | None:
+    """Why the run must stop: an epoch's share of corrupt samples above ``data.max_corrupt_share``; else None."""
+    limit = config.data.max_corrupt_share
+    for split, what in (("train", "training"), ("val", "validation")):
+        share = metrics.get(f"{split}/corrupt_share", 0.0)
+        if share > limit:
+            return (f"epoch {metrics.get('epoch')}: skipped {int(metrics[f'{split}/skipped_corrupt'])} corrupt {what} "
+                    f"samples ({share:.1%} of those read), more than data.max_corrupt_share = {limit:g} allows; "
+                    "rebuild or fix the shards (python -m colorray.shards), or raise data.max_corrupt_share")
+    return None

@@ -39,6 +39,7 @@ from colorray.metrics import select_best
 from colorray.train import checkpoints, preflight
 from colorray.train.driver import build_trainer
 from colorray.train.tracking import sweep_callbacks
+from colorray.train.validation import corrupt_data_problem
 from colorray.tune import population
 from colorray.tune.sweep import (
     TRIAL_CPU,
@@ -76,7 +77,10 @@ def run_trial(config: TrainConfig, trials_uri: str, checkpointed: bool = False, 
     config.run.name = ray.tune.get_context().get_trial_id()
     config.run.storage_path = trials_uri
     checkpoints.save_run_config(config)
-    builder(config, callbacks=[TuneReportCallback()]).fit()
+    result = builder(config, callbacks=[TuneReportCallback()]).fit()
+    problem = corrupt_data_problem(config, result.metrics or {})
+    if problem:
+        raise RuntimeError(f"trial stopped: {problem}")  # the trial fails with this message, not silently
 
 
 class TrialLog(tune.Callback):
