@@ -24,7 +24,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -94,19 +94,25 @@ def export_payload(model: nn.Module, image_size: int, metrics: dict[str, float] 
     }
 
 
-def save_atomic(payload: Any, path: str | Path) -> Path:
-    """torch.save to a temporary name beside ``path``, then rename: no half-written file on failure."""
+def write_atomically(path: str | Path, write: Callable[[str], Any]) -> Path:
+    """``write(temporary_path)`` beside ``path``, then rename it to ``path``: readers see the old file or the
+    whole new one, never half of one, whatever interrupts the writing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
-        torch.save(payload, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def save_atomic(payload: Any, path: str | Path) -> Path:
+    """torch.save without a half-written file on failure (``write_atomically``)."""
+    return write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
 def save_generator(

@@ -94,6 +94,41 @@ def test_a_worker_crash_is_recovered_from_the_last_checkpoint(ray_cluster, tmp_p
     assert lines[-1]["epoch"] == 2 and lines[-1]["step"] == 2 * 64 // (2 * 8)
 
 
+def test_corrupt_latest_state_resumes_from_the_previous_checkpoint(ray_cluster, tmp_path):
+    """Finding 2: a state.pt cut short made --resume fail with tracebacks; now the run goes on from the one before."""
+    assert main([f"run.storage_path={tmp_path}", "run.name=cut", "run.epochs=2", *FAST]) == 0
+    newest = checkpoint_dirs(tmp_path / "cut")[-1]
+    state = newest / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    assert main(["--resume", str(tmp_path / "cut"), "run.epochs=3"]) == 0
+    assert [line["epoch"] for line in metrics_lines(tmp_path / "cut")] == [1, 2, 2, 3], "epoch 2 ran again"
+
+
+def test_corrupt_samples_are_counted_per_epoch_and_too_many_stop_the_run(ray_cluster, tmp_path):
+    """Section 3: a garbled tar header and an undecodable image in the training shards, one in validation."""
+    from test_corrupt_data import garble_header
+    from test_data import write_split
+
+    root = tmp_path / "data"
+    write_split(root / "train", [16, 16], corrupt_key="s0-004")
+    garble_header(root / "train" / "part-000001.tar", "s1-009.jpg")
+    write_split(root / "val", [8], corrupt_key="s0-002")
+    command = [sys.executable, "-m", "colorray.train", f"run.storage_path={tmp_path}", "run.name=corrupt",
+               f"data.train={root}", "data.image_size=32", "data.batch_size=4", "data.val_samples=0",
+               "data.loader_workers=1", "run.epochs=2", "data.max_corrupt_share=0.05"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    output = ANSI.sub("", done.stdout + done.stderr)
+    assert done.returncode == 1, output[-3000:]
+    assert "skipped 3 corrupt samples (train 2, val 1)" in output
+    assert done.stderr.rstrip().splitlines()[-1] == (
+        "error: training stopped: epoch 1: skipped 2 corrupt training samples (5.9% of those read), more than "
+        "data.max_corrupt_share = 0.05 allows; rebuild or fix the shards (python -m colorray.shards), or raise "
+        "data.max_corrupt_share")
+    [line] = metrics_lines(tmp_path / "corrupt")
+    assert (line["train/skipped_corrupt"], line["val/skipped_corrupt"], line["val/corrupt_share"]) == (2, 1, 0.125)
+    assert checkpoint_dirs(tmp_path / "corrupt"), "the epoch's checkpoint is kept"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

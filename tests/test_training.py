@@ -15,7 +15,7 @@ from skimage import data as skimage_data
 
 from colorray import color
 from colorray.config import config_from_dict, load_config
-from colorray.export import load_generator
+from colorray.export import load_generator, write_atomically
 from colorray.losses.objective import Objective
 from colorray.train import checkpoints
 from colorray.train.loop import LossMeter, build_models, train_step
@@ -151,3 +151,44 @@ def test_restore_refuses_a_checkpoint_without_a_models_state(tmp_path):
     gan_models, gan_updater = training_parts(gan_config)
     with pytest.raises(ValueError, match="no models state for critic"):
         checkpoints.restore(Checkpoint.from_directory(str(tmp_path)), gan_models, gan_updater)
+
+
+def save_checkpoint(folder, config, epoch: int):
+    models, updater = training_parts(config)
+    folder.mkdir(parents=True)
+    checkpoints.save(folder, config, models, updater, checkpoints.Position(epoch, 0, 10 * epoch), {"epoch": epoch})
+
+
+def test_a_corrupt_latest_state_falls_back_to_the_previous_checkpoint_and_says_so(tmp_path, caplog):
+    config = tiny_config()
+    older, newer = tmp_path / "checkpoint_2026-12-03_10-00-00.000001", tmp_path / "checkpoint_2026-12-03_10-05-00.000001"
+    save_checkpoint(older, config, epoch=1)
+    save_checkpoint(newer, config, epoch=2)
+    (newer / checkpoints.STATE_FILE).write_bytes(b"half a file")
+    models, updater = training_parts(config)
+    with caplog.at_level("WARNING", logger="colorray.train"):
+        position = checkpoints.restore(Checkpoint.from_directory(str(newer)), models, updater)
+    assert position == checkpoints.Position(1, 0, 10)
+    assert f"checkpoint {newer} is unreadable (" in caplog.text
+    assert f"resuming from the newest readable checkpoint, {older}" in caplog.text
+    (older / checkpoints.STATE_FILE).unlink()
+    with pytest.raises(checkpoints.CheckpointError, match=f"cannot resume: checkpoint {newer} is unreadable .*; "
+                                                          f"checkpoint {older} is unreadable"):
+        checkpoints.restore(Checkpoint.from_directory(str(newer)), models, updater)
+
+
+def test_files_written_atomically_stay_whole_when_the_writing_fails(tmp_path):
+    target = tmp_path / "config.yaml"
+    target.write_text("old: true\n")
+
+    def broken_writer(tmp: str) -> None:
+        with open(tmp, "w") as handle:
+            handle.write("new: tr")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(target, broken_writer)
+    assert target.read_text() == "old: true\n" and sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+    config = tiny_config(run={"name": "atomic", "storage_path": str(tmp_path)})
+    checkpoints.save_run_config(config)
+    assert load_config(tmp_path / "atomic" / checkpoints.RUN_CONFIG_FILE) == config

@@ -40,6 +40,7 @@ from colorray.export import (
     EXPORT_FILENAME,
     LAST_EXPORT_FILENAME,
     RUN_CONFIG_FILE,
+    save_atomic,
     save_generator,
     unwrap,
 )
@@ -93,7 +94,7 @@ def save(folder, config, models, updater, position: Position, metrics, samples=N
         "config": config_to_dict(config),
         "metrics": metrics,
     }
-    torch.save(state, folder / STATE_FILE)
+    save_atomic(state, folder / STATE_FILE)
     val_metrics = {k: v for k, v in metrics.items() if k.startswith("val/")}
     save_generator(folder / EXPORT_FILENAME, updater.generator(models["generator"]), config.data.image_size,
                    val_metrics)
@@ -102,12 +103,23 @@ def save(folder, config, models, updater, position: Position, metrics, samples=N
         torchvision.utils.save_image(samples, folder / SAMPLES_FILE)
 
 
-def restore(checkpoint, models, updater) -> Position:
-    """Load a Ray Train checkpoint into the models and the updater (optimizers, schedules, ...); where to continue."""
+class CheckpointError(ValueError):
+    """No checkpoint of the run can be read."""
+
+
+def restore(checkpoint, models, updater, rank: int = 0) -> Position:
+    """Load a Ray Train checkpoint into the models and the updater (optimizers, schedules, ...); where to continue.
+
+    When its ``state.pt`` cannot be read (a crash while it was copied, a disk error), the
+    newest older checkpoint of the run that can be read is used instead, and rank 0 says so.
+    """
     if checkpoint is None:
         return Position()
     with checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+        state, used, unreadable = load_state(Path(folder))
+    if unreadable and rank == 0:
+        logger.warning(f"colorray.train: {'; '.join(unreadable)}; resuming from the newest readable checkpoint, "
+                       f"{used}")
     for group, objects in (("models", models), ("optimizers", updater.optimizers),
                            ("schedulers", updater.schedulers)):
         missing = set(objects) - set(state[group])
@@ -119,13 +131,28 @@ def restore(checkpoint, models, updater) -> Position:
     return Position(**state["position"])
 
 
+def load_state(folder: Path) -> tuple[dict, Path, list[str]]:
+    """``folder``'s state.pt or, if it does not load, that of the newest older checkpoint beside it that does:
+    (state, the folder it came from, what was unreadable)."""
+    siblings = folder.parent.glob("checkpoint_*") if folder.name.startswith("checkpoint_") else []
+    older = sorted((p for p in siblings if p.is_dir() and p.name < folder.name), reverse=True)
+    unreadable = []
+    for candidate in [folder, *older]:
+        try:
+            return torch.load(candidate / STATE_FILE, map_location="cpu", weights_only=True), candidate, unreadable
+        except Exception as error:  # noqa: BLE001 - any unreadable state file is skipped and named
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            unreadable.append(f"checkpoint {candidate} is unreadable ({reason})")
+    raise CheckpointError(f"cannot resume: {'; '.join(unreadable)}")
+
+
 def restore_or_init(config: TrainConfig, models, updater, lrs: dict[str, float]) -> Position:
     """Continue the run from its own latest checkpoint; else from ``run.init_from`` (another run's checkpoint,
     such as a PBT donor's), taking its weights, optimizer moments and position but this run's learning rates
     ``lrs`` (per optimizer), at the point of their schedules the donor had reached."""
-    own = ray.train.get_checkpoint()
+    own, rank = ray.train.get_checkpoint(), ray.train.get_context().get_world_rank()
     if own is not None or not config.run.init_from:
-        return restore(own, models, updater)
+        return restore(own, models, updater, rank)
     position = restore(ray.train.Checkpoint(config.run.init_from), models, updater)
     for name, scheduler in updater.schedulers.items():
         lr = lrs[name]
@@ -247,8 +274,8 @@ def finish(config: TrainConfig, result) -> str:
     lines.append(f"  checkpoint: {where or 'none'}")
     if checkpoint is not None:
         export, last = storage.join(folder, EXPORT_FILENAME), storage.join(folder, LAST_EXPORT_FILENAME)
-        storage.copy(storage.join(where, EXPORT_FILENAME), export)
-        storage.copy(storage.join(storage.uri_of(folder, result.checkpoint.path), EXPORT_FILENAME), last)
+        for source, target in ((where, export), (storage.uri_of(folder, result.checkpoint.path), last)):
+            storage.write_bytes(target, storage.read_bytes(storage.join(source, EXPORT_FILENAME)))  # atomically
         samples = storage.list_files(storage.join(folder, "samples"), by_time=True)
         lines += [
             f"  generator export: {export}",
