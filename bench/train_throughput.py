@@ -30,13 +30,17 @@ from colorray.config import TrainConfig, config_from_dict
 from colorray.losses.objective import Objective
 from colorray.models import create_model, output_space, split_class_logits
 
-LOSS_FOR_SPACE = {"ab": {"l1": 1.0}, "rgb": {"l1": 1.0}, "bins": {"rebalanced_ce": 1.0}}
+LOSS_FOR_SPACE = {  # no ab prior here: the bins models train on plain (unweighted) cross-entropy
+    "ab": {"terms": {"l1": 1.0}},
+    "rgb": {"terms": {"l1": 1.0}},
+    "bins": {"terms": {"rebalanced_ce": 1.0}, "options": {"rebalanced_ce": {"rebalance": False}}},
+}
 SMALL_OPTIONS = {"fusion": {"num_classes": 10}}
 
 
 def bench_config(model: str) -> TrainConfig:
     return config_from_dict({"model": {"name": model, "options": SMALL_OPTIONS.get(model, {})},
-                             "loss": {"terms": LOSS_FOR_SPACE[output_space(model)]}})
+                             "loss": LOSS_FOR_SPACE[output_space(model)]})
 
 
 def measure(model_name: str, size: int, batch_size: int, steps: int, warmup: int, device: str,

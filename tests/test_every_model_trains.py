@@ -33,7 +33,11 @@ SMALL = {
     "rgb_cnn": {"width": 0.125},
     "unet": {"ngf": 8, "num_downs": 5},
 }
-LOSS_FOR_SPACE = {"ab": {"l1": 1.0}, "rgb": {"l1": 1.0}, "bins": {"rebalanced_ce": 1.0}}
+LOSS_FOR_SPACE = {  # no ab prior here: the bins models train on plain (unweighted) cross-entropy
+    "ab": {"terms": {"l1": 1.0}},
+    "rgb": {"terms": {"l1": 1.0}},
+    "bins": {"terms": {"rebalanced_ce": 1.0}, "options": {"rebalanced_ce": {"rebalance": False}}},
+}
 GENERATORS = [name for name in list_models() if output_space(name) != "critic"]
 CRITICS = list_models(output="critic")
 GAN_CASES = [(g, c) for g in GENERATORS if output_space(g) in ("ab", "rgb") for c in CRITICS]
@@ -45,7 +49,7 @@ def config_for(name: str, critic: str | None = None):
         options["pretrained"] = "none"
     values = {
         "model": {"name": name, "options": options},
-        "loss": {"terms": LOSS_FOR_SPACE[output_space(name)]},
+        "loss": LOSS_FOR_SPACE[output_space(name)],
         "data": {"image_size": SIZE, "batch_size": 2},
     }
     if critic is not None:

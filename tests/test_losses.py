@@ -153,7 +153,7 @@ def peaked_logits(true_ab_norm: torch.Tensor, size: int, height: float = 4.0) ->
 
 @pytest.mark.parametrize("use_prior", [False, True])
 def test_rebalanced_ce_prefers_the_true_bin(prior, use_prior):
-    loss = create_loss("rebalanced_ce", prior=prior if use_prior else None)
+    loss = create_loss("rebalanced_ce", prior=prior) if use_prior else create_loss("rebalanced_ce", rebalance=False)
     assert loss.family == "bins"
     L, _, true_ab = normalized_batch(size=16)
     uniform = torch.zeros(2, color.ab_bins().shape[0], 4, 4, requires_grad=True)
@@ -164,10 +164,21 @@ def test_rebalanced_ce_prefers_the_true_bin(prior, use_prior):
         assert uniform_loss.item() == pytest.approx(math.log(color.ab_bins().shape[0]), rel=1e-5)
 
 
+def test_rebalanced_ce_without_a_prior_refuses_to_fall_back_to_plain_cross_entropy(prior):
+    with pytest.raises(ValueError, match=r"'rebalanced_ce' rebalances by an ab prior and none was given: .*"
+                                         r"python -m colorray.prior.*rebalanced_ce.rebalance=false"):
+        create_loss("rebalanced_ce")
+    L, _, true_ab = normalized_batch(size=16)
+    logits = torch.randn(2, color.ab_bins().shape[0], 4, 4)
+    plain = create_loss("rebalanced_ce", prior=prior, rebalance=False)(logits, true_ab, L)
+    assert plain.item() == pytest.approx(create_loss("rebalanced_ce", rebalance=False)(logits, true_ab, L).item())
+    assert plain.item() != pytest.approx(create_loss("rebalanced_ce", prior=prior)(logits, true_ab, L).item())
+
+
 def test_rebalanced_ce_rejects_logits_of_the_wrong_size():
     L, _, true_ab = normalized_batch()
     with pytest.raises(ValueError, match=r"logits \(N, 262, h, w\)"):
-        create_loss("rebalanced_ce")(torch.zeros(2, 10, 4, 4), true_ab, L)
+        create_loss("rebalanced_ce", rebalance=False)(torch.zeros(2, 10, 4, 4), true_ab, L)
 
 
 def test_class_ce_ignores_unlabeled_images():

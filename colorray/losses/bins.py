@@ -9,7 +9,9 @@ with a Gaussian of ``sigma`` (ab units), and each pixel's cross-entropy
 weighted by the rebalancing weight of the pixel's nearest bin, then averaged
 over pixels. The weights come from ``prior`` (counts per bin, a tensor or a
 .npy path) smoothed by ``prior_sigma`` and mixed with the uniform
-distribution by ``mix``; with ``prior=None`` every pixel weighs 1 (no rebalancing).
+distribution by ``mix``. Without a prior the loss refuses to be built rather
+than quietly train unweighted; ``rebalance=False`` asks for the plain
+(unweighted) cross-entropy, every pixel weighing 1, and ignores any prior.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from colorray import color
-from colorray.data.prior import load_prior
+from colorray.data.prior import PRIOR_HELP, load_prior
 from colorray.losses import LOSSES
 
 
@@ -57,14 +59,18 @@ def rebalanced_ce(
     neighbours: int = 5,
     sigma: float = 5.0,
     bins: torch.Tensor | None = None,
+    rebalance: bool = True,
 ) -> nn.Module:
     bins = color.ab_bins() if bins is None else bins.detach().float().cpu()
     if not 1 <= neighbours <= bins.shape[0] or sigma <= 0:
         raise ValueError(
             f"rebalanced_ce needs 1 <= neighbours <= {bins.shape[0]} and sigma > 0, got {neighbours} and {sigma}"
         )
-    if prior is None or (isinstance(prior, str) and not prior):
+    if not rebalance:
         class_weights = torch.ones(bins.shape[0])
+    elif prior is None or (isinstance(prior, str) and not prior):
+        raise ValueError(f"loss 'rebalanced_ce' rebalances by an ab prior and none was given: {PRIOR_HELP}; "
+                         "for plain cross-entropy set loss.options.rebalanced_ce.rebalance=false")
     else:
         class_weights = color.rebalance_weights(color.prior_on_bins(load_prior(prior), bins), bins, mix, prior_sigma)
     return RebalancedCrossEntropy(class_weights, bins, neighbours, sigma)
