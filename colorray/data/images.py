@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,23 +34,37 @@ class DecodedImage:
     was_gray: bool
 
 
+_PILLOW_LIMIT = threading.Lock()
+
+
+def _open_with_our_limit(data: bytes) -> Image.Image:
+    """``Image.open`` with Pillow's own pixel limit lifted: ``max_pixels`` is checked instead, and named.
+
+    Pillow's limit is a process-wide setting: it is lifted only while the header is parsed, under a lock.
+    """
+    with _PILLOW_LIMIT:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decoded RGB (and alpha) of image bytes; ``ImageError`` says why not (more than ``max_pixels`` pixels, ...)."""
     if not data:
         raise ImageError("empty image: no bytes received")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(f"image has {width}x{height} = {width * height} pixels, over the limit of {max_pixels}")
-            image.load()
+        image = _open_with_our_limit(data)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(f"image has {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
+                             "(refused before decoding, as a possible decompression bomb)")
+        image.load()
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError("not a readable image: no image format recognized in the data") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"image refused as a decompression bomb: {error}") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"truncated or corrupt image: {error}") from None
     return _to_rgb(ImageOps.exif_transpose(image))
@@ -64,6 +78,10 @@ def _to_rgb(image: Image.Image) -> DecodedImage:
     was_gray = image.mode in ("1", "L", "LA", "I", "I;16", "F")
     if image.mode in ("I", "I;16", "F"):
         array = np.asarray(image, dtype=np.float64)
+        bad = int((~np.isfinite(array)).sum())
+        if bad:
+            raise ImageError(f"image has {bad} non-finite pixel value(s) (NaN or infinite); only finite values "
+                             "can be colorized")
         span = max(array.max() - array.min(), 1e-9)
         image = Image.fromarray(((array - array.min()) / span * 255).astype(np.uint8))
     try:
