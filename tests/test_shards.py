@@ -189,3 +189,17 @@ def test_cli_interrupted_leaves_nothing_half_written(image_tree, tmp_path):
 
     assert process.returncode == 130 and stderr.startswith("error: interrupted"), stderr
     assert [p for p in out.rglob("*") if p.is_file()] == []
+
+
+def test_a_folder_without_any_usable_image_exits_non_zero_and_writes_nothing(tmp_path, capsys):
+    from colorray.data.shards import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "broken.jpg").write_bytes(b"not a jpeg")
+    Image.fromarray(skimage_data.camera()[:40, :40]).save(src / "gray.png")
+    out = tmp_path / "out"
+    assert main([str(src), str(out), "--workers", "1", "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"error: no usable image under {src} for the training split "
+                                       "(1 grayscale, 1 unreadable); nothing was written\n")
+    assert not [p for p in out.rglob("*") if p.is_file()]

@@ -390,6 +390,15 @@ def _publish(results: list[ShardResult], out: Path, name: str, old_outputs: list
     return shards
 
 
+def _check_written(results: list[ShardResult], src: Path) -> None:
+    """Refuse a set whose training split got no image (every source unreadable or grayscale): nothing is written."""
+    if any(result.samples for result in results if result.split == "train"):
+        return
+    skipped = {reason: sum(len(result.skipped[reason]) for result in results) for reason in SKIP_REASONS}
+    counts = ", ".join(f"{count} {reason}" for reason, count in skipped.items() if count)
+    raise ShardError(f"no usable image under {src} for the training split ({counts}); nothing was written")
+
+
 def _skipped_by_split(results: list[ShardResult]) -> dict[str, dict[str, list[str]]]:
     merged: dict[str, dict[str, list[str]]] = {}
     for result in results:
@@ -433,6 +442,7 @@ def write_shards(
     jobs = _plan_jobs(splits, out, run_id, shard_size, resize, quality)
     try:
         results = _execute(jobs, workers or os.cpu_count() or 1, use_ray, progress)
+        _check_written(results, src)
         shards = _publish(results, out, name, old_outputs)
     except BaseException:
         _remove_partials(out, run_id)
