@@ -21,7 +21,6 @@ table and, as the last line, one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -38,6 +37,7 @@ import torch
 from PIL import Image
 from skimage import data
 
+from colorray import cli
 from colorray.data.images import decode_image, encode_image
 from colorray.export import save_generator
 from colorray.inference import Colorizer
@@ -103,7 +103,7 @@ def marginal_ms(model: Path, root: Path, few: int, many: int, repeats: int, extr
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="export to use (default: a fresh random-weight cnn)")
     parser.add_argument("--image-size", type=int, default=64, help="training resolution of the fresh cnn export")
     parser.add_argument("--repeats", type=int, default=7)

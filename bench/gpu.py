@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from colorray import color
+from colorray import cli, color
 from colorray.config import config_from_dict
 from colorray.export import save_generator
 from colorray.inference import Colorizer
@@ -50,7 +50,8 @@ import data_pipeline  # noqa: E402  (the sibling benchmark's pipelines)
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 TRAINING = {  # name: (config, image size)
     "unet256_gan": ({"model": {"name": "unet"}, "loss": {"terms": {"l1": 1.0}}, "gan": {"enabled": True}}, 256),
-    "eccv16_224": ({"model": {"name": "eccv16"}, "loss": {"terms": {"rebalanced_ce": 1.0}}}, 224),
+    "eccv16_224": ({"model": {"name": "eccv16"}, "loss": {"terms": {"rebalanced_ce": 1.0},
+                                                          "options": {"rebalanced_ce": {"rebalance": False}}}}, 224),
 }
 VARIANTS = {"fp32": (False, False), "bf16": (True, False), "bf16_compile": (True, True)}
 
@@ -202,7 +203,7 @@ def gpu_part(root: Path, model: Path, args: argparse.Namespace, deadline: Deadli
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-s", type=float, default=290.0, help="stop starting new parts after this")
     parser.add_argument("--batch-size", type=int, default=32, help="training batch size on the GPU")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per setting")
