@@ -231,11 +231,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace, command: str) -> int:
-    recipe = load_recipe(args.name)
-    root = data_root(args.data)
-    settings, configs = study_configs(recipe, args.scale, root, args.overrides, args.rows)
-    out = output_folder(args)
+def prepare(args: argparse.Namespace, recipe: Recipe, root: str, settings: ScaleSettings,
+            configs: dict[str, TrainConfig], out: Path) -> tuple[Sweep, Path | None]:
+    """Check every row and the cluster before ``out`` is made; the study's sweep and ab prior (if any).
+
+    A fresh run counts the prior in a scratch folder, so that a refused row leaves no ``out`` behind.
+    """
     with tempfile.TemporaryDirectory() as scratch:
         folder = out if args.resume else Path(scratch)
         prior = prepare_prior(recipe, settings, configs, root, folder)
@@ -245,11 +246,20 @@ def run(args: argparse.Namespace, command: str) -> int:
         check_resources(sweep)
         check_sweep_folder(sweep, args.resume)
         out.mkdir(parents=True, exist_ok=True)
-        if prior is not None and not args.resume:
+        if prior is not None and folder != out:
             prior = Path(shutil.copy(prior, out / PRIOR_FILE))
             for config in configs.values():
                 if config.loss.prior == str(folder / PRIOR_FILE):
                     config.loss.prior = str(prior)
+    return sweep, prior
+
+
+def run(args: argparse.Namespace, command: str) -> int:
+    recipe = load_recipe(args.name)
+    root = data_root(args.data)
+    settings, configs = study_configs(recipe, args.scale, root, args.overrides, args.rows)
+    out = output_folder(args)
+    sweep, prior = prepare(args, recipe, root, settings, configs, out)
     print(f"colorray.study: {recipe.name} at scale {args.scale}: {len(configs)} rows ({', '.join(configs)}) "
           f"into {out}", flush=True)
     trials = run_trials(recipe.name, sweep, configs, args.resume)
