@@ -35,6 +35,7 @@ class MeasuredRow:
     status: str = ""  # models: completed | stopped early | error
     epoch: int | None = None  # the selected checkpoint's epoch
     epochs: int = 0  # epochs the row trains
+    trained: int = 0  # epochs it reported (fewer than ``epochs`` when it failed or was stopped)
     checkpoint: str = ""
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -55,7 +56,11 @@ def _cell(row: MeasuredRow, column: Column) -> str:
 def _epoch_cell(row: MeasuredRow) -> str:
     if row.kind != "model":
         return ""
-    return f"{row.epoch}/{row.epochs}" if row.epoch is not None else f"{row.status or 'not run'}"
+    if row.epoch is None:
+        return row.status or "not run"
+    if row.status != "completed":
+        return f"{row.epoch}/{row.epochs} ({row.status} after {row.trained})"
+    return f"{row.epoch}/{row.epochs}"
 
 
 def measured_table(recipe: Recipe, rows: list[MeasuredRow]) -> list[list[str]]:
@@ -144,7 +149,7 @@ def study_json(recipe: Recipe, scale: str, rows: list[MeasuredRow], context: dic
         "scale": scale, **context,
         "metrics": [column.key for column in study_columns(recipe)],
         "rows": [{"name": row.name, "kind": row.kind, "status": row.status, "selected_epoch": row.epoch,
-                  "epochs": row.epochs, "checkpoint": row.checkpoint, "note": recipe.row(row.name).note
+                  "epochs": row.epochs, "trained_epochs": row.trained, "checkpoint": row.checkpoint, "note": recipe.row(row.name).note
                   if row.kind == "model" else "", "config": row.config,
                   "values": {key: {"mean": json_number(mean), "ci95": json_number(ci)}
                              for key, (mean, ci) in row.values.items()}}

@@ -197,7 +197,7 @@ def measured_rows(configs: dict[str, TrainConfig], trials: dict[str, TrialRow],
         trial = trials.get(row)
         models.append(report.MeasuredRow(
             row, "model", evaluation.summary.get(row, {}), trial.status if trial else "not run",
-            trial.best_epoch if trial else None, config.run.epochs,
+            trial.best_epoch if trial else None, config.run.epochs, trial.epochs if trial else 0,
             (trial.best_checkpoint or "") if trial else "", config_to_dict(config)))
     return [gray, *models, truth]
 
@@ -271,7 +271,11 @@ def run(args: argparse.Namespace, command: str) -> int:
     table = write_study(recipe, args.scale, rows, context, out)
     print(f"{table}\n\ncolorray.study: wrote {out / 'study.md'} (also .csv, .json), {out / 'sheet.png'}, "
           f"every metric per image in {out / 'results.json'}; trial runs in {out / TUNE_DIR}")
-    return 0 if all(row.epoch is not None for row in rows if row.kind == "model") else 1
+    failed = [row.name for row in rows if row.kind == "model" and row.status != "completed"]
+    if failed:
+        print(f"colorray.study: rows not trained to the end: {', '.join(failed)}; rerun them with the same "
+              "command and --resume", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
