@@ -344,6 +344,12 @@ def accuracy_key(threshold: float) -> str:
     return f"acc@{threshold:g}"
 
 
+def true_pixel_weights(true_ab_norm: torch.Tensor, rebalance: torch.Tensor) -> torch.Tensor:
+    """The rebalancing weight (N, 1, H, W) of each true ab pixel (normalized ab), for ``auc_rebalanced``."""
+    return color.pixel_rebalance_weights(color.denormalize_ab(true_ab_norm.detach().float()), rebalance,
+                                         color.ab_bins())
+
+
 @torch.no_grad()
 def image_metrics(
     L_norm: torch.Tensor,
@@ -352,6 +358,7 @@ def image_metrics(
     *,
     lpips: LPIPSMetric | None = None,
     rebalance: torch.Tensor | None = None,
+    pixel_weights: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every per-image metric, each (N,) float64 on CPU, from normalized L and ab at one resolution.
 
@@ -360,6 +367,8 @@ def image_metrics(
     the predicted ab, clipped to +-110, with the true ab in Lab units.
     ``rebalance`` (Q,) are class weights over ``color.ab_bins()`` (from
     ``color.rebalance_weights``) and add ``auc_rebalanced``; ``lpips`` adds ``lpips``.
+    ``pixel_weights`` (N, 1, H, W), ``true_pixel_weights`` of the true ab computed once, stand for
+    ``rebalance`` when several predictions of one batch are scored (the nearest-bin search is the slow part).
     """
     if L_norm.ndim != 4 or L_norm.shape[1] != 1 or L_norm.shape[-2:] != true_ab_norm.shape[-2:]:
         raise ValueError(
@@ -378,8 +387,9 @@ def image_metrics(
         "mae": mae(pred_rgb, true_rgb),
         "auc": ab_auc(pred_ab, true_ab),
     }
-    if rebalance is not None:
-        pixel_weights = color.pixel_rebalance_weights(true_ab, rebalance, color.ab_bins())
+    if pixel_weights is None and rebalance is not None:
+        pixel_weights = true_pixel_weights(true_ab_norm, rebalance)
+    if pixel_weights is not None:
         results["auc_rebalanced"] = ab_auc(pred_ab, true_ab, weights=pixel_weights)
     for threshold in ACCURACY_THRESHOLDS:
         results[accuracy_key(threshold)] = accuracy_within(pred_ab, true_ab, threshold)

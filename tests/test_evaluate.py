@@ -30,6 +30,7 @@ from colorray import color
 from colorray.data.shards import SKIP_REASONS, Sample, split_index, write_tar
 from colorray.evaluate import harness
 from colorray.export import save_generator
+from colorray.metrics import image_metrics
 from colorray.models import create_model
 
 SIZE = 64
@@ -268,3 +269,15 @@ def test_two_checkpoints_of_one_run_never_share_a_label_or_a_sheet_title(tmp_pat
     assert list(harness.load_models(checkpoints, ["early", "late"])) == ["early", "late"]
     with pytest.raises(harness.EvaluateError, match="--label must be given once per --model"):
         harness.load_models(checkpoints, ["same", "same"])
+
+
+def test_rows_share_one_nearest_bin_search_with_the_same_rebalanced_auc():
+    torch.manual_seed(0)
+    rgb = (torch.rand(2, 3, 16, 16) * 255).to(torch.uint8)
+    L, true_ab = color.rgb_to_model_inputs(rgb)
+    rebalance = color.rebalance_weights(torch.linspace(1.0, 2.0, color.ab_bins().shape[0]), color.ab_bins())
+    predictions = {"gray": torch.zeros_like(true_ab), "noisy": (true_ab + 0.1 * torch.randn_like(true_ab)).clamp(-1, 1)}
+    shared = harness.score_predictions(L, true_ab, predictions, rebalance=rebalance)
+    for row, ab in predictions.items():
+        alone = image_metrics(L, ab, true_ab, rebalance=rebalance)["auc_rebalanced"]
+        assert torch.equal(shared[row]["auc_rebalanced"], alone)

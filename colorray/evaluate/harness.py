@@ -54,6 +54,7 @@ from colorray.metrics import (
     load_fid_features_or_none,
     load_lpips_or_none,
     summarize,
+    true_pixel_weights,
 )
 
 GRAY_ROW = "grayscale baseline"
@@ -184,8 +185,12 @@ def row_predictions(L_norm: torch.Tensor, true_ab: torch.Tensor, colorizers: dic
 
 def score_predictions(L_norm: torch.Tensor, true_ab: torch.Tensor, predictions: dict[str, torch.Tensor], *,
                       lpips=None, rebalance: torch.Tensor | None = None) -> dict[str, dict[str, torch.Tensor]]:
-    """``image_metrics`` of each row's predicted ab against the true ab: row -> metric -> (N,) float64."""
-    return {row: image_metrics(L_norm, ab, true_ab, lpips=lpips, rebalance=rebalance)
+    """``image_metrics`` of each row's predicted ab against the true ab: row -> metric -> (N,) float64.
+
+    The true ab's rebalancing weights are found once for all rows.
+    """
+    weights = true_pixel_weights(true_ab, rebalance) if rebalance is not None else None
+    return {row: image_metrics(L_norm, ab, true_ab, lpips=lpips, pixel_weights=weights)
             for row, ab in predictions.items()}
 
 
