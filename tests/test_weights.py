@@ -132,3 +132,6 @@ def test_an_unreachable_source_names_the_file_and_the_way_out(online, monkeypatc
     message = str(caught.value)
     assert "fetch http://127.0.0.1:9/alexnet-owt-7be5be79.pth into" in message
     assert "COLORRAY_WEIGHTS_URL" in message and "pretrained=none" in message and "\n" not in message
+    with pytest.raises(weights.PretrainedWeightsMissing) as again:  # not retried within the process
+        weights.resolve_weights_path("alexnet", "imagenet")
+    assert again.value is caught.value

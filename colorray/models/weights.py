@@ -10,7 +10,8 @@ under a ``filelock`` lock beside the file so the workers of one node download
 it once, announced by one line on stderr. ``COLORRAY_WEIGHTS_URL`` names a
 mirror (a base URL holding torchvision's file names); ``COLORRAY_OFFLINE=1``
 forbids downloads, and a missing file then raises one error naming the file
-and where to put it. Nothing ever falls back to random weights silently.
+and where to put it. A failed download is not retried within the process.
+Nothing ever falls back to random weights silently.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ SOURCES = {  # arch -> torchvision's weights entry (its URL and file name)
 }
 OFFLINE_ENV = "COLORRAY_OFFLINE"
 MIRROR_ENV = "COLORRAY_WEIGHTS_URL"
+_failed: dict[str, PretrainedWeightsMissing] = {}  # url -> why its download failed in this process (not retried)
 
 
 def _official_url(arch: str) -> str:
@@ -88,6 +90,8 @@ def fetch(url: str, what: str) -> Path:
             f"copy {path.name} ({url}) into {path.parent}, pass pretrained=PATH, or use pretrained=none "
             "to train from scratch",
         )
+    if url in _failed:
+        raise _failed[url]
     path.parent.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(f"{path}.lock"):
         if not path.is_file():  # another process of this node may have fetched it while we waited
@@ -102,11 +106,11 @@ def _download(url: str, path: Path, what: str) -> None:
     try:
         torch.hub.download_url_to_file(url, str(path), match.group(1) if match else None, sys.stderr.isatty())
     except (OSError, RuntimeError) as error:  # URLError is an OSError; a hash mismatch a RuntimeError
-        raise PretrainedWeightsMissing(
+        raise _failed.setdefault(url, PretrainedWeightsMissing(
             f"could not download {what} weights {path.name} ({error})",
             f"fetch {url} into {path.parent} by hand, set {MIRROR_ENV} to a mirror holding it, "
             "or use pretrained=none to train from scratch",
-        ) from None
+        )) from None
     size = path.stat().st_size / 1e6
     print(f"colorray: downloaded {path.name} ({size:.1f} MB in {time.perf_counter() - start:.1f} s)",
           file=sys.stderr, flush=True)

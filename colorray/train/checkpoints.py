@@ -189,6 +189,7 @@ class Artifacts:
         self.config = config
         self.active = rank == 0
         self.rate = 0.0  # training images/s of the epoch so far
+        self.selection = resolve_selection(config.run.metric, config.run.mode)[0] if self.active else ""
         self.folder, self.remote, self.writer, self.tracker = None, None, None, tracking.Tracker()
         if not self.active:
             return
@@ -222,7 +223,7 @@ class Artifacts:
         if not self.active:
             return
         logger.info(console.epoch_line(self.config, epochs_done + (0 if epoch_end else 1), step, metrics, self.rate,
-                                       seconds))
+                                       seconds, self.selection))
         if self.folder is None:
             return
         with open(self.folder / METRICS_FILE, "a") as handle:

@@ -113,11 +113,14 @@ def skipped_parts(metrics: dict[str, float]) -> list[str]:
 
 
 def epoch_line(config: TrainConfig, epoch: int, step: int, metrics: dict[str, float], rate: float,
-               seconds: float) -> str:
-    """``epoch 3/8 step 36 | loss 0.1100 | val psnr 22.62 ssim 0.8769 auc 0.8857 | 41.3 img/s | 21.4 s``."""
+               seconds: float, metric: str | None = None) -> str:
+    """``epoch 3/8 step 36 | loss 0.1100 | val psnr 22.62 ssim 0.8769 auc 0.8857 | 41.3 img/s | 21.4 s``.
+
+    ``metric`` is the selection metric shown first (default: ``run.metric``, which may still read 'auto').
+    """
     loss = metrics.get("train/total")
     val = " ".join(f"{name.removeprefix('val/')} {metrics[name]:.4g}"
-                   for name in shown_val_metrics(config.run.metric, metrics))
+                   for name in shown_val_metrics(metric or config.run.metric, metrics))
     parts = [f"epoch {epoch}/{config.run.epochs} step {step}", f"loss {loss:.4f}" if loss is not None else "loss -",
              *skipped_parts(metrics), f"val {val}" if val else "no validation", f"{rate:.1f} img/s", f"{seconds:.1f} s"]
     return clip(" | ".join(parts))
