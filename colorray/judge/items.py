@@ -25,7 +25,12 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
-from colorray.data.images import IMAGE_SUFFIXES, ImageError, find_images, read_image_file
+from colorray.data.images import (
+    IMAGE_SUFFIXES,
+    ImageError,
+    find_images,
+    read_image_file,
+)
 from colorray.judge.tasks import PAIRWISE, REAL_OR_FAKE, TRUTH
 
 TRUTH_FOLDERS = ("truth", "ground_truth")
