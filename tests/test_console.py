@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 from colorray.config import TrainConfig, apply_overrides, config_from_dict
 from colorray.train import console
@@ -54,3 +55,17 @@ def test_ray_noise_is_skipped_unless_verbose():
     assert quiet.stdout.split() == ["|".join(console.RAY_NOISE).split()[0], *quiet.stdout.split()[1:-1], "False"]
     verbose = subprocess.run([sys.executable, "-c", probe, "--verbose"], env=env, capture_output=True, text=True)
     assert verbose.stdout.split() == ["None", "False"]
+
+
+def test_worker_warnings_are_one_clipped_line_from_rank_0_only(capsys):
+    saved = warnings.showwarning
+    try:
+        for rank in (1, 0):
+            console.one_line_warnings(rank)
+            warnings.showwarning(UserWarning("Grad strides do not match bucket view strides. " * 9 + "\nsecond line"),
+                                 UserWarning, "/site-packages/torch/autograd/graph.py", 1072)
+    finally:
+        warnings.showwarning = saved
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and len(lines[0]) == console.WORKER_WIDTH
+    assert lines[0].startswith("UserWarning: Grad strides do not match") and lines[0].endswith("...")

@@ -213,7 +213,7 @@ class Artifacts:
         if run.print_every_steps and step % run.print_every_steps == 0 and batch < batches:
             parts = " ".join(f"{name.removeprefix('train/')} {value:.4f}" for name, value in losses.items())
             logger.info(console.clip(f"epoch {epoch + 1}/{run.epochs} batch {batch}/{batches} step {step} | "
-                                     f"{rate:.1f} img/s | {parts}"))
+                                     f"{rate:.1f} img/s | {parts}", console.WORKER_WIDTH))
         if self.writer is not None and (step % run.log_every_steps == 0 or batch == batches):
             for name, value in losses.items():
                 self.writer.add_scalar(name, value, step)

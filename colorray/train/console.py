@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import warnings
+from pathlib import Path
 from typing import Any, Sequence
 
 from colorray.config import TrainConfig, config_to_dict
 
 WIDTH = 200  # the widest line a run prints (Ray's "(RayTrainWorker pid=...)" prefix included)
+WORKER_WIDTH = WIDTH - 50  # what a worker prints: Ray puts "(RayTrainWorker pid=..., ip=...) " before it
 SHOWN_VAL_METRICS = ("psnr", "ssim", "auc", "lpips")  # after run.metric, in this order
 
 
@@ -123,4 +127,16 @@ def epoch_line(config: TrainConfig, epoch: int, step: int, metrics: dict[str, fl
                    for name in shown_val_metrics(metric or config.run.metric, metrics))
     parts = [f"epoch {epoch}/{config.run.epochs} step {step}", f"loss {loss:.4f}" if loss is not None else "loss -",
              *skipped_parts(metrics), f"val {val}" if val else "no validation", f"{rate:.1f} img/s", f"{seconds:.1f} s"]
-    return clip(" | ".join(parts))
+    return clip(" | ".join(parts), WORKER_WIDTH)
+
+
+def one_line_warnings(rank: int) -> None:
+    """In a Train worker: each Python warning as one clipped line, from rank 0 only (all ranks run the same code;
+    Python's default filter already shows each warning once per place)."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if rank == 0:
+            text = (str(message).strip().splitlines() or [""])[0]
+            print(clip(f"{category.__name__}: {text} ({Path(filename).name}:{lineno})", WORKER_WIDTH),
+                  file=sys.stderr, flush=True)
+
+    warnings.showwarning = show

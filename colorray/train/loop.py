@@ -29,7 +29,7 @@ from colorray.data.prior import load_prior
 from colorray.export import unwrap
 from colorray.losses.objective import Objective
 from colorray.models import create_model, split_class_logits
-from colorray.train import checkpoints, preflight
+from colorray.train import checkpoints, console, preflight
 from colorray.train.optim import build_optimizer, build_scheduler
 from colorray.train.stepping import Updater
 from colorray.train.validation import corrupt_data_problem, skipped_metrics, validate
@@ -39,6 +39,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
     config = config_from_dict(config_dict)
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
+    console.one_line_warnings(rank)
     device = ray.train.torch.get_device()
     torch.manual_seed(config.run.seed + rank)
 

@@ -302,7 +302,7 @@ def summarize(sweep: Sweep, rows: list[TrialRow], out: Path) -> list[str]:
         lines.append(f"  copied the table, plots and best/ to {sweep.uri}")
     lines += [
         f"  results table: {out / RESULTS_FILE}",
-        f"  plots: {out / OVER_TIME_PLOT}, {out / VS_PARAMS_PLOT}",
+        f"  plots: {out / OVER_TIME_PLOT} and {VS_PARAMS_PLOT} beside it",
         f"  trial runs (checkpoints, metrics.jsonl): {sweep.trials_uri}/<trial id>",
         f"  Tune state: {sweep.uri}",
     ]
