@@ -15,6 +15,7 @@ folder name, ...) are rejected with the key named, before anything runs.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -285,7 +286,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(values: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
-    """Set dotted ``key=value`` overrides (values parsed as YAML) into a nested dict."""
+    """A copy of the nested dict ``values`` with dotted ``key=value`` overrides set (values parsed as YAML).
+
+    ``values`` itself is never changed: callers compare the result against it (``--resume`` does).
+    """
+    values = copy.deepcopy(values)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like section.key=value")

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from colorray.export import load_generator
-from colorray.train import preflight
 from colorray.train.driver import main
 
 pytestmark = pytest.mark.slow
@@ -147,26 +146,6 @@ def test_bad_input_fails_before_workers_start(ray_cluster, tmp_path, capsys, arg
     err = capsys.readouterr().err
     assert message in err and err.startswith("error: ") and "Traceback" not in err
     assert not (tmp_path / "bad").exists()
-
-
-def test_existing_runs_are_never_overwritten_and_resume_checks_compatibility(ray_cluster, tmp_path, capsys):
-    run = tmp_path / "kept"
-    run.mkdir()
-    (run / "config.yaml").write_text("model:\n  name: cnn\n")
-    before = sorted(run.iterdir())
-    assert main([f"run.storage_path={tmp_path}", "run.name=kept"]) == 2
-    assert "already exists" in capsys.readouterr().err
-    assert main(["--resume", str(run), "model.name=unet"]) == 2
-    assert "incompatible" in capsys.readouterr().err
-    assert sorted(run.iterdir()) == before and (run / "config.yaml").read_text() == "model:\n  name: cnn\n"
-
-
-def test_a_relative_storage_path_means_the_callers_folder(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    config = preflight.prepare(None, ["run.storage_path=runs", "run.name=relative"])
-    assert config.run.storage_path == str(tmp_path / "runs")
-    with pytest.raises(preflight.DataError, match=str(tmp_path / "shards")):
-        preflight.prepare(None, ["data.train=shards", "run.name=relative-data"])
 
 
 def test_ray_job_submit_runs_the_training_entry_point(ray_cluster, tmp_path):

@@ -202,7 +202,7 @@ def scale_settings(recipe: Recipe, scale: str, overrides: Sequence[str] = ()) ->
     """The scale's settings with dotted overrides (``eval.limit=8``, ``max_concurrent=1``) set."""
     if scale not in SCALES:
         raise RecipeError(f"unknown scale '{scale}'{suggest(scale, SCALES)}; known: {', '.join(SCALES)}")
-    values = apply_overrides(copy.deepcopy(recipe.spec.scales[scale]), overrides)
+    values = apply_overrides(recipe.spec.scales[scale], overrides)
     try:
         settings = config_from_dict(values, ScaleSettings)
     except ConfigError as error:

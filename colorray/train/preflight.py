@@ -82,7 +82,7 @@ def _check_new_run(config: TrainConfig) -> None:
 
 
 def _resumed_config(resume: str, values: dict, overrides: Sequence[str]) -> TrainConfig:
-    asked = config_from_dict(apply_overrides(dict(values), list(overrides)))
+    asked = config_from_dict(apply_overrides(values, overrides))
     folder = resume if storage.is_uri(resume) else str(Path(resume).expanduser().absolute())
     if not storage.is_file(storage.join(folder, RUN_CONFIG_FILE)):
         folder = storage.join(absolute_location(asked.run.storage_path), resume)
