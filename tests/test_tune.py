@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from colorray.config import ConfigError, config_to_dict
 from colorray.export import load_generator
 from colorray.inference import Colorizer
 from colorray.models.weights import expected_path
-from colorray.tune.driver import main
+from colorray.tune.driver import main, was_interrupted
 from colorray.tune.sweep import (
     ClipToRanges,
     load_sweep,
@@ -206,6 +207,18 @@ def test_relative_local_paths_are_made_absolute_for_trials(tmp_path, monkeypatch
     sweep = parse_sweep(path)
     assert sweep.uri == str(tmp_path / "relative" / "tune" / "smoke")
     assert sweep.base.data.train == str(tmp_path / "shards" / "train")
+
+
+@pytest.mark.parametrize("error, metrics, interrupted", [
+    (None, {"epoch": 1}, True),  # paused mid-run by an interrupt
+    (None, {}, True),  # never reported
+    (None, {"epoch": 4}, False),  # all epochs ran; Tune's state was saved before it marked the trial done
+    (None, {"epoch": 2, "done": True}, False),  # stopped by the scheduler
+    (RuntimeError("boom"), {"epoch": 1}, False),  # failed: reported as an error, not resumed
+])
+def test_a_trial_is_interrupted_only_when_it_neither_failed_nor_ended(error, metrics, interrupted):
+    result = types.SimpleNamespace(error=error, metrics=metrics)
+    assert was_interrupted(result, max_epochs=4) is interrupted
 
 
 def shipped_sweep(tmp_path: Path, name: str, **changes) -> Path:

@@ -184,6 +184,13 @@ def trial_row(sweep: Sweep, result) -> TrialRow:
     return row
 
 
+def was_interrupted(result, max_epochs: int) -> bool:
+    """Neither failed, stopped by the scheduler (Tune marks those done) nor through all its epochs. A trial
+    whose last epoch ended just before an interrupt may come back from Tune's state without 'done'."""
+    metrics = result.metrics or {}
+    return result.error is None and not metrics.get("done") and int(metrics.get("epoch") or 0) < max_epochs
+
+
 def _checkpoint_uri(sweep: Sweep, path) -> str | None:
     """The reported checkpoint path as a URI (remote filesystems report it without their scheme)."""
     if not isinstance(path, str) or not path:
@@ -353,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     except preflight.PREFLIGHT_ERRORS as error:
         return cli.fail(error)
     grid = tuner.fit()
-    unfinished = sum(result.error is None and not result.metrics.get("done") for result in grid)
+    unfinished = sum(was_interrupted(result, sweep.base.run.epochs) for result in grid)
     if unfinished and not sweep.spec.time_budget_s:
         print(f"colorray.tune: sweep '{sweep.spec.name}' interrupted with {unfinished} trials unfinished; continue "
               f"it with: python -m colorray.tune {args.sweep_file} --resume (same options)", file=sys.stderr)
