@@ -30,12 +30,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from colorray.data.images import ImageError, encode_image, read_image_file
 from colorray.judge.items import ID_PATTERN, Item, Study
 from colorray.judge.store import EXPORT_COLUMNS, DuplicateVote, Store, VoteRecord
 from colorray.judge.tasks import ANSWERS, PAIRWISE, QUESTIONS
+from colorray.serve.errors import RequestError, add_json_error_handlers
 
 SESSION_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")
 BROWSER_IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
@@ -52,13 +52,6 @@ class JudgeSettings:
     exposure_ms: int = 1000  # real_or_fake: how long the image is shown before it is hidden
     max_votes_per_second: int = 5  # per session
     admin_token: str | None = None  # None: the export endpoint is off
-
-
-class Refusal(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Ballot(BaseModel):
@@ -120,13 +113,13 @@ def create_app(study: Study, store: Store, settings: JudgeSettings) -> FastAPI:
     def vote(ballot: Ballot) -> dict:
         item = checked_ballot(study, ballot)
         if not limiter.allow(ballot.session):
-            raise Refusal(429, f"more than {settings.max_votes_per_second} votes per second: slow down")
+            raise RequestError(429, f"more than {settings.max_votes_per_second} votes per second: slow down")
         if item.id not in {queued.id for queued in study.queue(ballot.session)}:
-            raise Refusal(404, f"item {item.id} is not in this rater's queue")
+            raise RequestError(404, f"item {item.id} is not in this rater's queue")
         try:
             store.add(vote_record(study, ballot, item))
         except DuplicateVote as error:
-            raise Refusal(409, str(error)) from None
+            raise RequestError(409, str(error)) from None
         return progress(study, store, ballot.session)
 
     @app.get("/api/image/{image_id}")
@@ -137,7 +130,7 @@ def create_app(study: Study, store: Store, settings: JudgeSettings) -> FastAPI:
     def export(request: Request, format: str = "csv") -> Response:
         check_admin(request, settings.admin_token)
         if format not in ("csv", "json"):
-            raise Refusal(400, f"format must be csv or json, got {format!r}")
+            raise RequestError(400, f"format must be csv or json, got {format!r}")
         rows = store.export_rows()
         return JSONResponse(rows) if format == "json" else Response(csv_text(rows), media_type="text/csv")
 
@@ -145,23 +138,11 @@ def create_app(study: Study, store: Store, settings: JudgeSettings) -> FastAPI:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(Refusal)
-    async def refused(request: Request, error: Refusal) -> JSONResponse:
-        return JSONResponse({"error": error.message}, status_code=error.status)
+    add_json_error_handlers(app, log_name="server")
 
     @app.exception_handler(RequestValidationError)
     async def malformed(request: Request, error: RequestValidationError) -> JSONResponse:
         return JSONResponse({"error": validation_message(error.errors()[0])}, status_code=400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        message = f"no route {request.method} {request.url.path}" if error.status_code == 404 else str(error.detail)
-        return JSONResponse({"error": message}, status_code=error.status_code)
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"error": f"internal error: {type(error).__name__} (details in the server log)"},
-                            status_code=500)
 
 
 def validation_message(first: dict) -> str:
@@ -175,13 +156,13 @@ def validation_message(first: dict) -> str:
 
 def checked_session(session: str) -> str:
     if not SESSION_PATTERN.fullmatch(session):
-        raise Refusal(400, "session must be 8-64 letters, digits, '-' or '_'")
+        raise RequestError(400, "session must be 8-64 letters, digits, '-' or '_'")
     return session
 
 
 def checked_id(value: str, kind: str) -> str:
     if not ID_PATTERN.fullmatch(value):
-        raise Refusal(400, f"bad {kind} id {value!r}: ids are 16 hex digits")
+        raise RequestError(400, f"bad {kind} id {value!r}: ids are 16 hex digits")
     return value
 
 
@@ -189,9 +170,9 @@ def checked_ballot(study: Study, ballot: Ballot) -> Item:
     checked_session(ballot.session)
     item = study.items.get(checked_id(ballot.item, "item"))
     if item is None:
-        raise Refusal(404, f"unknown item {ballot.item}")
+        raise RequestError(404, f"unknown item {ballot.item}")
     if ballot.answer not in ANSWERS[study.task]:
-        raise Refusal(400, f"answer must be one of {', '.join(ANSWERS[study.task])}, got {ballot.answer!r}")
+        raise RequestError(400, f"answer must be one of {', '.join(ANSWERS[study.task])}, got {ballot.answer!r}")
     return item
 
 
@@ -221,7 +202,7 @@ def item_view(study: Study, session: str, item: Item) -> dict:
 def image_response(study: Study, image_id: str) -> Response:
     image = study.images.get(image_id)
     if image is None:
-        raise Refusal(404, f"unknown image {image_id}")
+        raise RequestError(404, f"unknown image {image_id}")
     headers = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
     try:
         media_type = BROWSER_IMAGE_TYPES.get(image.path.suffix.lower())
@@ -230,15 +211,15 @@ def image_response(study: Study, image_id: str) -> Response:
         decoded = read_image_file(image.path)  # TIFF, BMP: converted for the browser
         return Response(encode_image(decoded.rgb, "png", decoded.alpha), media_type="image/png", headers=headers)
     except (OSError, ImageError) as error:
-        raise Refusal(404, f"image {image_id} is no longer readable: {error}") from None
+        raise RequestError(404, f"image {image_id} is no longer readable: {error}") from None
 
 
 def check_admin(request: Request, token: str | None) -> None:
     if not token:
-        raise Refusal(404, "admin export is disabled: start the server with --admin-token or COLORRAY_JUDGE_TOKEN")
+        raise RequestError(404, "admin export is disabled: start the server with --admin-token or COLORRAY_JUDGE_TOKEN")
     given = request.headers.get("authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-        raise Refusal(403, "admin export needs the header 'Authorization: Bearer <token>' with the right token")
+        raise RequestError(403, "admin export needs the header 'Authorization: Bearer <token>' with the right token")
 
 
 def csv_text(rows: list[dict]) -> str:

@@ -31,12 +31,11 @@ from typing import Any, AsyncGenerator, AsyncIterable, Mapping
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from ray.serve import Application
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from colorray.data.images import (
@@ -48,6 +47,7 @@ from colorray.data.images import (
     media_type,
 )
 from colorray.inference import Colorizer
+from colorray.serve.errors import RequestError, add_json_error_handlers
 
 SERVICE_NAME = "ColorizeService"
 FORM_FIELD = "image"
@@ -94,15 +94,6 @@ def describe_validation_error(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-class BadInput(Exception):
-    """A request the service refuses; answered as ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 @dataclass
 class ColorizeJob:
     rgb: np.ndarray
@@ -141,26 +132,26 @@ def colorize_jobs(colorizer: Colorizer, jobs: list[ColorizeJob]) -> list[np.ndar
 
 
 def parse_query(query: dict[str, str], output_space: str) -> tuple[str, float | None]:
-    """``(format, temperature)`` from the query of ``POST /colorize``; ``BadInput`` names what is wrong."""
+    """``(format, temperature)`` from the query of ``POST /colorize``; ``RequestError`` names what is wrong."""
     unknown = sorted(set(query) - set(QUERY_PARAMETERS))
     if unknown:
-        raise BadInput(400, f"unknown query parameter '{unknown[0]}' (known: {', '.join(QUERY_PARAMETERS)})")
+        raise RequestError(400, f"unknown query parameter '{unknown[0]}' (known: {', '.join(QUERY_PARAMETERS)})")
     fmt = query.get("format", "png").lower()
     if fmt not in OUTPUT_FORMATS:
-        raise BadInput(400, f"format must be one of {', '.join(OUTPUT_FORMATS)}, got '{query['format']}'")
+        raise RequestError(400, f"format must be one of {', '.join(OUTPUT_FORMATS)}, got '{query['format']}'")
     if "temperature" not in query:
         return fmt, None
     if output_space != "bins":
-        raise BadInput(
+        raise RequestError(
             400,
             f"temperature applies only to classification models (output 'bins'); this model predicts '{output_space}'",
         )
     try:
         temperature = float(query["temperature"])
     except ValueError:
-        raise BadInput(400, f"temperature must be a number in 0..1, got '{query['temperature']}'") from None
+        raise RequestError(400, f"temperature must be a number in 0..1, got '{query['temperature']}'") from None
     if not 0.0 <= temperature <= 1.0:
-        raise BadInput(400, f"temperature must be in 0..1, got {temperature:g}")
+        raise RequestError(400, f"temperature must be in 0..1, got {temperature:g}")
     return fmt, temperature
 
 
@@ -175,7 +166,7 @@ class Upload:
 
 async def parse_upload(query: Mapping[str, str], headers: Mapping[str, str], chunks: AsyncIterable[bytes],
                        settings: ServeSettings, output_space: str) -> Upload:
-    """Everything ``POST /colorize`` checks before the model runs; ``BadInput`` names what is wrong.
+    """Everything ``POST /colorize`` checks before the model runs; ``RequestError`` names what is wrong.
 
     Plain data in (query, headers, body chunks), so it runs without Serve or a server.
     """
@@ -190,12 +181,12 @@ async def read_body(chunks: AsyncIterable[bytes], headers: Headers, max_bytes: i
     """The request body, refused with 413 as soon as it is known to pass ``max_bytes``."""
     declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
-        raise BadInput(413, f"upload has {declared} bytes, over the limit of {max_bytes}")
+        raise RequestError(413, f"upload has {declared} bytes, over the limit of {max_bytes}")
     parts, size = [], 0
     async for chunk in chunks:
         size += len(chunk)
         if size > max_bytes:
-            raise BadInput(413, f"upload is over the limit of {max_bytes} bytes")
+            raise RequestError(413, f"upload is over the limit of {max_bytes} bytes")
         parts.append(chunk)
     return b"".join(parts)
 
@@ -207,7 +198,7 @@ def decode_upload(headers: Headers, body: bytes, max_pixels: int) -> DecodedImag
     try:
         return decode_image(body, max_pixels)
     except ImageError as error:
-        raise BadInput(400, str(error)) from None
+        raise RequestError(400, str(error)) from None
 
 
 async def _replay(body: bytes) -> AsyncGenerator[bytes, None]:
@@ -220,14 +211,14 @@ async def form_image(headers: Headers, body: bytes) -> bytes:
     try:
         form = await parser.parse()
     except MultiPartException as error:
-        raise BadInput(400, f"malformed multipart form: {error.message}") from None
+        raise RequestError(400, f"malformed multipart form: {error.message}") from None
     try:
         upload = form.get(FORM_FIELD)
         if upload is None:
             sent = ", ".join(f"'{key}'" for key in form.keys()) or "none"
-            raise BadInput(400, f"multipart form has no '{FORM_FIELD}' field (fields sent: {sent})")
+            raise RequestError(400, f"multipart form has no '{FORM_FIELD}' field (fields sent: {sent})")
         if isinstance(upload, str):
-            raise BadInput(400, f"form field '{FORM_FIELD}' must be a file upload, not a text value")
+            raise RequestError(400, f"form field '{FORM_FIELD}' must be a file upload, not a text value")
         return await upload.read()
     finally:
         await form.close()
@@ -241,21 +232,7 @@ def index_page() -> str:
 api = FastAPI(title="colorray", description="Automatic image colorization", version="1")
 
 
-@api.exception_handler(BadInput)
-async def _bad_input(request: Request, error: BadInput) -> JSONResponse:
-    return JSONResponse({"error": error.message}, status_code=error.status)
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-    message = f"no route {request.method} {request.url.path}" if error.status_code == 404 else str(error.detail)
-    return JSONResponse({"error": message}, status_code=error.status_code)
-
-
-@api.exception_handler(Exception)
-async def _internal_error(request: Request, error: Exception) -> JSONResponse:
-    message = f"internal error: {type(error).__name__} (details in the replica log)"
-    return JSONResponse({"error": message}, status_code=500)
+add_json_error_handlers(api, log_name="replica")
 
 
 @serve.deployment(name=SERVICE_NAME, max_ongoing_requests=16, ray_actor_options={"num_cpus": 1})
@@ -322,7 +299,7 @@ class ColorizeService:
         self.stats.requests += 1
         try:
             return await self._colorize(request)
-        except BadInput:
+        except RequestError:
             self.stats.rejected += 1
             raise
 
