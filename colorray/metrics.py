@@ -51,7 +51,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 COLOR_SCORE_DB_PER_CF = 0.5  # dB of PSNR that one unit of colorfulness gap costs in color_score (docs/metrics.md)
 AUTO = "auto"
-HIGHER_IS_BETTER = {"psnr", "ssim", "auc", "auc_rebalanced", "color_score"}  # and every acc@t
+HIGHER_IS_BETTER = {"psnr", "ssim", "auc", "auc_rebalanced", "color_score"}  # and every acc_t
 LOWER_IS_BETTER = {"mse", "mae", "lpips", "colorfulness_gap", "fid"}
 Candidate = TypeVar("Candidate")
 
@@ -310,7 +310,7 @@ def metric_mode(metric: str) -> str:
     if metric.startswith("train/"):
         return "min"
     name = metric.split("/", 1)[-1]
-    if name in HIGHER_IS_BETTER or name.startswith("acc@"):
+    if name in HIGHER_IS_BETTER or name.startswith("acc_"):
         return "max"
     if name in LOWER_IS_BETTER:
         return "min"
@@ -341,7 +341,7 @@ def select_best(
 
 
 def accuracy_key(threshold: float) -> str:
-    return f"acc@{threshold:g}"
+    return f"acc_{threshold:g}"
 
 
 def true_pixel_weights(true_ab_norm: torch.Tensor, rebalance: torch.Tensor) -> torch.Tensor:

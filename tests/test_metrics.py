@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -140,8 +141,10 @@ def test_image_metrics_keys_shapes_and_grayscale_baseline(photos):
     rebalance = color.rebalance_weights(color.ab_histogram(color.denormalize_ab(true_ab), bins), bins)
     gray = metrics.image_metrics(L, torch.zeros_like(true_ab), true_ab, rebalance=rebalance)
     expected_keys = {"psnr", "ssim", "mse", "mae", "auc", "auc_rebalanced", "colorfulness", "colorfulness_gt",
-                     "colorfulness_gap", "color_score", "acc@2.5", "acc@5", "acc@10", "acc@20"}
+                     "colorfulness_gap", "color_score", "acc_2.5", "acc_5", "acc_10", "acc_20"}
     assert set(gray) == expected_keys
+    # every key is a valid MLflow metric name (alphanumerics, _ - . space : /), which the tracker logs as is
+    assert all(re.fullmatch(r"[\w\-. :/]+", f"val/{key}") for key in gray), sorted(gray)
     for values in gray.values():
         assert values.shape == (3,) and values.dtype == torch.float64 and values.device.type == "cpu"
     noise = metrics.image_metrics(L, torch.rand_like(true_ab) * 2 - 1, true_ab)

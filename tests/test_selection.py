@@ -35,7 +35,7 @@ def empty_hub(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("metric, mode", [
-    ("val/psnr", "max"), ("val/ssim", "max"), ("val/acc@5", "max"), ("val/color_score", "max"),
+    ("val/psnr", "max"), ("val/ssim", "max"), ("val/acc_5", "max"), ("val/color_score", "max"),
     ("val/lpips", "min"), ("val/colorfulness_gap", "min"), ("val/mae", "min"), ("train/total", "min"),
 ])
 def test_every_selection_metric_knows_its_direction(metric, mode):

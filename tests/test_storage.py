@@ -136,7 +136,6 @@ def test_missing_objects_give_one_clear_error(s3, tmp_path):
         load_generator(s3)
 
 
-@pytest.mark.skip(reason="failed in the last full run after the final rebase; cause not yet read (see issue 14 note)")
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_train_resume_serve_and_colorize_from_the_bucket(ray_cluster, shards, s3, tmp_path, capsys):

@@ -83,7 +83,7 @@ def protocol(size: int) -> dict[str, str]:
                "resized to 299x299) of a row's images and of the ground-truth images, one number per row over the "
                "whole set; only with real Inception weights, else skipped; not comparable with TF-Inception FIDs, "
                "and biased upward on small sets",
-        "ab metrics": "AuC (thresholds 0..150 step 1) and acc@t on ab in Lab units, predicted ab clipped to +-110; "
+        "ab metrics": "AuC (thresholds 0..150 step 1) and acc_t on ab in Lab units, predicted ab clipped to +-110; "
                       "the rebalanced AuC weighs each pixel by the rebalancing weight of its true color (--prior)",
         "colorfulness gap": "mean over images of |CF(prediction) - CF(ground truth)| (Hasler & Suesstrunk 2003)",
         "color score": f"PSNR - {COLOR_SCORE_DB_PER_CF:g} x colorfulness gap per image, training's default selection metric without LPIPS "
