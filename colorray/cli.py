@@ -49,15 +49,18 @@ def runtime_env() -> dict | None:
 
     ``PACKAGE_ROOT`` goes first on the workers' ``PYTHONPATH`` (a path missing on a
     node is skipped by Python), and the storage settings set here (S3 endpoint,
-    region, credentials: ``colorray.data.storage.runtime_env``) go along. Inside
+    region, credentials: ``colorray.data.storage.runtime_env``) and the weights
+    settings (``COLORRAY_OFFLINE``, ``COLORRAY_WEIGHTS_URL``) go along. Inside
     ``ray job submit`` the job's own runtime env (``--working-dir``,
     ``--runtime-env``) applies, and None is returned.
     """
     if JOB_CONFIG_VARIABLE in os.environ:
         return None
     from colorray.data import storage
+    from colorray.models.weights import MIRROR_ENV, OFFLINE_ENV
 
     env_vars = storage.runtime_env().get("env_vars", {})
+    env_vars.update({name: os.environ[name] for name in (OFFLINE_ENV, MIRROR_ENV) if name in os.environ})
     return {"env_vars": {**env_vars, "PYTHONPATH": f"{PACKAGE_ROOT}{os.pathsep}${{PYTHONPATH}}"}}
 
 

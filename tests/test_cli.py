@@ -75,9 +75,12 @@ def test_tune_mixes_flags_and_overrides():
     assert cli_overrides(args) == ["base.run.epochs=2", "scheduler.type=none", "num_samples=3"]
 
 
-def test_joining_a_cluster_outside_a_job_puts_this_colorray_first_on_the_workers_path(monkeypatch):
+def test_joining_a_cluster_outside_a_job_puts_this_colorray_first_on_the_workers_path_and_keeps_it_offline(monkeypatch):
     monkeypatch.delenv(cli.JOB_CONFIG_VARIABLE, raising=False)
+    monkeypatch.delenv("COLORRAY_OFFLINE", raising=False)
     assert cli.runtime_env() == {"env_vars": {"PYTHONPATH": f"{cli.PACKAGE_ROOT}:${{PYTHONPATH}}"}}
+    monkeypatch.setenv("COLORRAY_OFFLINE", "1")  # the driver's offline switch holds on the cluster's workers too
+    assert cli.runtime_env()["env_vars"]["COLORRAY_OFFLINE"] == "1"
     assert importlib.import_module("colorray").__file__.startswith(cli.PACKAGE_ROOT)
     monkeypatch.setenv(cli.JOB_CONFIG_VARIABLE, "{}")
     assert cli.runtime_env() is None
