@@ -25,7 +25,7 @@ from colorray.config import ConfigError, config_to_dict
 from colorray.export import load_generator
 from colorray.inference import Colorizer
 from colorray.models.weights import expected_path
-from colorray.tune.driver import main, was_interrupted
+from colorray.tune.driver import main, planned_trials, was_interrupted
 from colorray.tune.sweep import (
     ClipToRanges,
     load_sweep,
@@ -221,6 +221,13 @@ def test_a_trial_is_interrupted_only_when_it_neither_failed_nor_ended(error, met
     assert was_interrupted(result, max_epochs=4) is interrupted
 
 
+def test_planned_trials_count_every_grid_combination_num_samples_times(tmp_path):
+    space = {"optim.lr": {"grid": [1e-3, 1e-2]}, "optim.weight_decay": {"grid": [0.0, 1e-4, 1e-3]},
+             "gan.lambda_l1": {"loguniform": [1, 200]}}
+    assert planned_trials(parse_sweep(sweep_file(tmp_path, search_space=space, num_samples=2)).spec) == 12
+    assert planned_trials(parse_sweep(REPO / "tune_configs" / "optuna.yaml").spec) == 12  # its num_samples
+
+
 def shipped_sweep(tmp_path: Path, name: str, **changes) -> Path:
     """A shipped sweep file shrunk for a test: ``changes`` replace top-level keys, ``base`` is merged."""
     values = yaml.safe_load((REPO / "tune_configs" / f"{name}.yaml").read_text())
@@ -279,7 +286,7 @@ def test_pbt_sweep_exploits_donor_checkpoints_and_resumes(ray_cluster, tmp_path)
 @pytest.mark.timeout(900)
 def test_optuna_sweep_samples_with_tpe_and_resumes(ray_cluster, tmp_path):
     base = {**TINY_BASE, "model": {"name": "cnn", "options": {"width": 8}}, "run": {**TINY_BASE["run"], "epochs": 1}}
-    path = shipped_sweep(tmp_path, "optuna", base=base, num_samples=3, max_concurrent=2, scheduler={"type": "none"},
+    path = shipped_sweep(tmp_path, "optuna", base=base, num_samples=2, max_concurrent=1, scheduler={"type": "none"},
                          search_space={"optim.lr": {"loguniform": [1.0e-4, 1.0e-2]},
                                        "model.options.width": {"choice": [4, 8]}})
     command = [sys.executable, "-m", "colorray.tune", str(path)]
@@ -290,9 +297,9 @@ def test_optuna_sweep_samples_with_tpe_and_resumes(ray_cluster, tmp_path):
     lines = [line for line in resumed.stdout.splitlines() if "(raylet)" not in line]  # a busy machine's warnings
     assert len(lines) <= 40 and max(map(len, lines)) <= 200, lines
     rows = results_table(tmp_path / "runs" / "optuna")
-    assert len(rows) == 3 and {row["status"] for row in rows} == {"completed"}  # none lost, none run twice
+    assert len(rows) == 2 and {row["status"] for row in rows} == {"completed"}  # none lost, none run twice
     assert all(1e-4 <= float(row["optim.lr"]) <= 1e-2 and row["model.options.width"] in ("4", "8") for row in rows)
-    assert len({row["optim.lr"] for row in rows}) == 3
+    assert len({row["optim.lr"] for row in rows}) == 2
     state = list((tmp_path / "runs" / "optuna").glob("searcher-state-*.pkl"))
     assert state  # OptunaSearch's study, saved by Tune and restored on --resume
 

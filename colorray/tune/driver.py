@@ -22,6 +22,7 @@ import argparse
 import csv
 import functools
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +183,11 @@ def trial_row(sweep: Sweep, result) -> TrialRow:
     if result.error is None:
         row.status = "completed" if row.epochs >= max_epochs else "stopped early"
     return row
+
+
+def planned_trials(spec) -> int:
+    """How many trials the sweep makes: num_samples times every combination of its grid entries."""
+    return spec.num_samples * math.prod(len(entry["grid"]) for entry in spec.search_space.values() if "grid" in entry)
 
 
 def was_interrupted(result, max_epochs: int) -> bool:
@@ -361,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         return cli.fail(error)
     grid = tuner.fit()
     unfinished = sum(was_interrupted(result, sweep.base.run.epochs) for result in grid)
+    unfinished += max(0, planned_trials(sweep.spec) - len(grid))  # an interrupt came before they were created
     if unfinished and not sweep.spec.time_budget_s:
         print(f"colorray.tune: sweep '{sweep.spec.name}' interrupted with {unfinished} trials unfinished; continue "
               f"it with: python -m colorray.tune {args.sweep_file} --resume (same options)", file=sys.stderr)
