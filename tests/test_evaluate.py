@@ -281,3 +281,35 @@ def test_rows_share_one_nearest_bin_search_with_the_same_rebalanced_auc():
     for row, ab in predictions.items():
         alone = image_metrics(L, ab, true_ab, rebalance=rebalance)["auc_rebalanced"]
         assert torch.equal(shared[row]["auc_rebalanced"], alone)
+
+
+def test_human_judgements_of_a_judge_database_become_columns_of_the_table(workspace, tmp_path, capsys):
+    from colorray.judge.store import VoteRecord, open_store
+    from colorray.judge.tasks import PAIRWISE, REAL_OR_FAKE, TRUTH
+
+    url = f"sqlite:///{tmp_path / 'votes.sqlite'}"
+    store = open_store(url)
+    votes = [(PAIRWISE, "cnn", "other", "left" if n < 4 else "right") for n in range(5)]  # cnn preferred 4 of 5
+    votes += [(REAL_OR_FAKE, TRUTH, None, "real" if n < 3 else "fake") for n in range(4)]
+    votes += [(REAL_OR_FAKE, "cnn", None, "real" if n < 1 else "fake") for n in range(4)]
+    for number, (task, system, other, answer) in enumerate(votes):
+        store.add(VoteRecord(f"r{number % 2}", task, f"{number:016x}", "photo", system, other, answer, 500))
+    out = tmp_path / "out"
+    assert harness.main(["--model", str(workspace / "cnn.pt"), "--label", "cnn", "--data", str(workspace / "photos"),
+                         "--size", str(SIZE), "--no-fid", "--judge", url, "--out", str(out)]) == 0
+    header, *rows = markdown_rows((out / "results.md").read_text(encoding="utf-8"))
+    human = header.index("human preference (pairwise)")
+    assert header[human:] == ["human preference (pairwise)", "human fooled (real or fake)",
+                              "human judged real (real or fake)"]  # Bradley-Terry only ranks more than two systems
+    by_row = {row[0]: row[human:] for row in rows}
+    assert by_row["cnn"][0].startswith("0.800 [") and by_row["cnn"][0].endswith("(n=5)")
+    assert by_row["cnn"][1].startswith("0.250 [") and by_row[harness.TRUTH_ROW][2].startswith("0.750 [")
+    assert by_row[harness.GRAY_ROW] == ["-"] * 3
+    assert "systems with no row here (name rows with --label): other" in (out / "results.md").read_text()
+    table = list(csv.reader((out / "results.csv").open(encoding="utf-8")))
+    assert table[0][-3:] == header[human:] and markdown_rows(capsys.readouterr().out)[0] == header
+    assert {row["system"] for row in json.loads((out / "results.json").read_text())["human"]} == {"cnn", "other", TRUTH}
+
+    assert harness.main(["--model", str(workspace / "cnn.pt"), "--data", str(workspace / "photos"),
+                         "--judge", f"sqlite:///{tmp_path / 'none.sqlite'}", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.startswith("error: --judge: ") and not (tmp_path / "x").exists()

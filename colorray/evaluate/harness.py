@@ -4,7 +4,8 @@ Scores exported generators, the grayscale baseline (ab = 0) and the ground
 truth itself on the same center crops of WebDataset shards or of a folder of
 the user's own photos, with every metric of ``colorray.metrics``, and writes a
 Markdown table, a CSV of the same table, a JSON of per-image values and a
-comparison sheet into a fresh output folder. ``--distributed`` runs the same
+comparison sheet into a fresh output folder; ``--judge DB`` adds the human judgements of a
+``colorray.judge`` study as columns. ``--distributed`` runs the same
 per-shard work as Ray tasks, one per shard, and merges the per-image results.
 
 The protocol (cropping, resolutions, color spaces, rounding) is ``PROTOCOL``
@@ -45,6 +46,9 @@ from colorray.data.prior import PriorError, load_prior
 from colorray.data.shards import is_grayscale, list_sources
 from colorray.export import EXPORT_FILENAME, ExportError
 from colorray.inference import Colorizer, DeviceError, to_uint8_image
+from colorray.judge import results as judge_results
+from colorray.judge.stats import ResultRow
+from colorray.judge.store import StoreError
 from colorray.metrics import (
     ACCURACY_THRESHOLDS,
     COLOR_SCORE_DB_PER_CF,
@@ -445,20 +449,38 @@ def table_cells(summary: dict[str, dict[str, tuple[float, float]]], columns: lis
             for row, metrics in summary.items()]
 
 
-def markdown_table(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
-    columns = table_columns(summary)
-    lines = ["| row | " + " | ".join(c.title for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    lines += ["| " + " | ".join(cells) + " |" for cells in table_cells(summary, columns)]
+def markdown_table(summary: dict[str, dict[str, tuple[float, float]]], human: list[ResultRow] = ()) -> str:
+    titles, rows = table_with_human_columns(summary, human, [c.title for c in table_columns(summary)])
+    lines = ["| row | " + " | ".join(titles) + " |", "|---" * (len(titles) + 1) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines)
 
 
-def csv_text(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
-    columns = table_columns(summary)
+def csv_text(summary: dict[str, dict[str, tuple[float, float]]], human: list[ResultRow] = ()) -> str:
+    titles, rows = table_with_human_columns(summary, human, [c.key for c in table_columns(summary)])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["row"] + [c.key for c in columns])
-    writer.writerows(table_cells(summary, columns))
+    writer.writerow(["row", *titles])
+    writer.writerows(rows)
     return buffer.getvalue()
+
+
+def table_with_human_columns(summary: dict[str, dict[str, tuple[float, float]]], human: list[ResultRow],
+                             titles: list[str]) -> tuple[list[str], list[list[str]]]:
+    """The metric columns' titles and cells, followed by a column per measure of the judge's votes (if any)."""
+    rows = table_cells(summary, table_columns(summary))
+    if not human:
+        return titles, rows
+    human_titles, human_cells = judge_results.columns_for_rows(human, list(summary), TRUTH_ROW)
+    return [*titles, *human_titles], [cells + human_cells[cells[0]] for cells in rows]
+
+
+def read_judgements(url: str) -> list[ResultRow]:
+    """Every measure of a ``colorray.judge`` votes database, or an EvaluateError naming it."""
+    try:
+        return judge_results.study_rows(url)
+    except StoreError as error:
+        raise EvaluateError(f"--judge: {error}") from None
 
 
 def json_number(value: float) -> float | str:
@@ -477,6 +499,7 @@ class Report:
     settings: dict[str, Any]
     lpips_available: bool
     fid_note: str = ""  # how FID was computed, or why it was skipped
+    human: list[ResultRow] = field(default_factory=list)  # the judge's measures (--judge), shown as columns
 
     def headline(self) -> str:
         counts = self.result.skips.counts
@@ -495,7 +518,11 @@ class Report:
                          "(never computed from a random backbone)")
         if self.fid_note:
             lines.append(f"- {self.fid_note}")
-        lines += ["", markdown_table(self.summary), "",
+        unmatched = judge_results.unmatched_systems(self.human, list(self.summary), TRUTH_ROW)
+        if unmatched:
+            lines.append("- human judgements of systems with no row here (name rows with --label): "
+                         + ", ".join(unmatched))
+        lines += ["", markdown_table(self.summary, self.human), "",
                   f"mean ± 95% confidence half-width over {len(self.result.keys)} images. The grayscale baseline "
                   "(ab = 0) is the floor a model must beat; the ground-truth row is the reference itself "
                   "(PSNR inf, SSIM 1) and gives the colorfulness of the real photos."]
@@ -512,6 +539,8 @@ class Report:
             "models": self.models,
             "lpips": "available" if self.lpips_available else "unavailable",
             "fid": self.fid_note,
+            "human": [{key: json_number(value) if isinstance(value, float) else value
+                       for key, value in dataclasses.asdict(row).items()} for row in self.human],
             "rows": list(self.summary),
             "summary": {row: {name: {"mean": json_number(mean), "ci95": json_number(ci)}
                               for name, (mean, ci) in metrics.items()} for row, metrics in self.summary.items()},
@@ -567,7 +596,7 @@ def write_report(report: Report, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.md", out / "results.csv", out / "results.json"]
     written[0].write_text(report.markdown(), encoding="utf-8")
-    written[1].write_text(csv_text(report.summary), encoding="utf-8")
+    written[1].write_text(csv_text(report.summary, report.human), encoding="utf-8")
     written[2].write_text(json.dumps(report.json(), indent=1, allow_nan=False), encoding="utf-8")
     if report.result.sheet:
         titles = [SHEET_GRAY_TITLE] + [m["label"] for m in report.models] + [TRUTH_ROW]
@@ -643,12 +672,14 @@ def evaluate(args: argparse.Namespace) -> tuple[Report, Path]:
     if args.distributed and isinstance(data, FolderData):
         raise EvaluateError(f"--distributed evaluates WebDataset shards; {args.data} is a folder of images")
     prior = load_prior(args.prior) if args.prior else None
+    human = read_judgements(args.judge) if args.judge else []
     settings = Settings(args.size, args.batch_size, args.temperature, args.workers,
                         color.rebalance_weights(prior, color.ab_bins()) if prior is not None else None, not args.no_fid)
     colorizers = load_models(args.model, args.label, args.device)
     report = score_models(data, args.data, colorizers, args.model, settings, args.limit, args.sheet_images,
                           args.distributed)
     report.settings["prior"] = args.prior or None
+    report.human = human
     write_report(report, out)
     return report, out
 
@@ -704,6 +735,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding shards (0: in-process)")
     p.add_argument("--distributed", action="store_true", help="one Ray task per shard on the running cluster")
     p.add_argument("--device", default="auto", help="torch device: auto (cuda when present), cpu, cuda, cuda:N")
+    p.add_argument("--judge", default="", metavar="DB_URL",
+                   help="add the human judgements of a colorray.judge study (its --db URL) as columns; its systems "
+                        "match rows by name (--label), its ground truth the ground-truth row")
     p.add_argument("--no-fid", action="store_true", help="skip FID (Inception v3 features of every row's images)")
     return p
 
@@ -714,5 +748,5 @@ def main(argv: list[str] | None = None) -> int:
         report, out = evaluate(args)
     except (EvaluateError, ExportError, DataError, PriorError, DeviceError, OSError) as error:
         return cli.fail(error)
-    print(f"{report.headline()}\n\n{markdown_table(report.summary)}\n\nwrote {out}")
+    print(f"{report.headline()}\n\n{markdown_table(report.summary, report.human)}\n\nwrote {out}")
     return 0

@@ -1,4 +1,4 @@
-"""Study results from a votes database: rows for other tables, a text table and a CSV file."""
+"""Study results from a votes database: rows and columns for other tables, a text table and a CSV file."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from colorray.judge.stats import ResultRow, result_rows
 from colorray.judge.store import open_store
+from colorray.judge.tasks import TRUTH
 
 HEADER = ("task", "system", "measure", "value", "95% interval", "votes", "raters")
 
@@ -42,3 +43,30 @@ def write_csv(rows: list[ResultRow], path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(dataclasses.asdict(row) for row in rows)
+
+
+def columns_for_rows(rows: list[ResultRow], labels: list[str], truth_label: str) -> tuple[list[str], dict]:
+    """The votes as extra columns of another table whose rows are ``labels``: the column titles, and each
+    label's cells ("-" where that system has no votes). A system matches the row of the same name; the
+    judge's ground truth (``truth``) matches ``truth_label``."""
+    measures = list(dict.fromkeys((row.task, row.measure) for row in rows))
+    found = {(row_name(row.system, truth_label), row.task, row.measure): row for row in rows}
+    titles = [f"human {measure.replace('_', ' ')} ({task.replace('_', ' ')})" for task, measure in measures]
+    cells = {label: [cell_text(found.get((label, task, measure))) for task, measure in measures] for label in labels}
+    return titles, cells
+
+
+def row_name(system: str, truth_label: str) -> str:
+    return truth_label if system == TRUTH else system
+
+
+def cell_text(row: ResultRow | None) -> str:
+    if row is None:
+        return "-"
+    interval = interval_text(row)
+    return f"{row.value:.3f}" + ("" if interval == "-" else f" [{interval}]") + f" (n={row.votes})"
+
+
+def unmatched_systems(rows: list[ResultRow], labels: list[str], truth_label: str) -> list[str]:
+    """Systems in the votes with no row among ``labels``."""
+    return sorted({row_name(row.system, truth_label) for row in rows} - set(labels))
