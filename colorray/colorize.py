@@ -139,7 +139,10 @@ def colorize_all(colorizer: Colorizer, jobs: list[ImageJob], fmt: str, temperatu
 
 
 def default_workers() -> int:
-    return min(4, max(1, (os.cpu_count() or 1) - 1))
+    """Loader workers by default: none on a machine of one or two cores, where a worker process competing with
+    the model and the writer made a folder of 1080p photos 2x slower (docs/benchmarks.md); else half the cores."""
+    cores = os.cpu_count() or 1
+    return 0 if cores <= 2 else min(4, cores // 2)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -53,7 +53,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 class Prepared:
     """One image ready for the model: its full-resolution L and the model's input L (1, 1, S, S), both 0..100."""
 
-    L: np.ndarray | torch.Tensor  # (H, W) float32 array on the CPU path, (1, 1, H, W) tensor on a device
+    L: torch.Tensor  # (H, W) float32 on the CPU path (a tensor: loader workers pass it through shared memory,
+    # not by pickling), (1, 1, H, W) on a device
     small_L: torch.Tensor
 
 
@@ -106,7 +107,7 @@ class Colorizer:
     def finish(self, prepared: Prepared, ab: torch.Tensor) -> np.ndarray:
         """The uint8 RGB (H, W, 3) result: ``prepared``'s L joined with ab (2, S, S) upsampled to its size."""
         if self.numpy_path:
-            return color.join_lightness_ab(prepared.L, ab.permute(1, 2, 0).numpy())
+            return color.join_lightness_ab(prepared.L.numpy(), ab.permute(1, 2, 0).numpy())
         full_ab = color.resize_ab(ab[None].to(self.device), tuple(prepared.L.shape[-2:]))
         return to_uint8_image(color.lab_to_rgb(torch.cat([prepared.L, full_ab], dim=1))[0])
 
@@ -140,7 +141,7 @@ def prepare_on_cpu(image: np.ndarray, size: int) -> Prepared:
     """
     L = color.lightness(image)
     small = resize_l(torch.from_numpy(color.lightness_uint8(L))[None, None], size)
-    return Prepared(L, small.float() * (100.0 / 255.0))
+    return Prepared(torch.from_numpy(L), small.float() * (100.0 / 255.0))
 
 
 def to_uint8_image(rgb: torch.Tensor) -> np.ndarray:
