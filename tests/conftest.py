@@ -22,6 +22,9 @@ import pytest
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+# Ray Train's controller polls its workers every 2 s by default, which a test's few-second runs wait on at
+# start-up, at every restart and at the end: polling every 0.25 s took 10-17 s off each training test.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 os.environ["COLORRAY_OFFLINE"] = "1"  # tests never download weights (tests/test_weights.py serves its own)
 
 

@@ -86,9 +86,7 @@ def trial_state(run: Path) -> tuple[int, str]:
 @pytest.mark.timeout(600)
 def test_smoke_sweep_interrupted_resumed_and_exported(ray_cluster, tmp_path):
     storage = tmp_path / "runs"
-    # all four trials at once on the test cluster's 4 CPUs: Ray Train's start-up overlaps
-    command = [sys.executable, "-m", "colorray.tune", str(SMOKE), "--storage-path", str(storage),
-               "--max-concurrent", "4"]
+    command = [sys.executable, "-m", "colorray.tune", str(SMOKE), "--storage-path", str(storage)]
     finished, output = run_until_first_trial_finishes(command)
     assert finished and "interrupted with" in output and "--resume" in output
     out = storage / "smoke"
