@@ -1,6 +1,6 @@
 """Storage URIs: the helpers of ``colorray.data.storage`` on local folders, then a whole run on a real
 S3-compatible server (moto in server mode on 127.0.0.1): shards, training, resume, listing, serve and colorize
-all from the bucket."""
+all from the bucket; and shards, exports and colorize on a GCS emulator (gcp-storage-emulator, 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -122,6 +122,51 @@ def test_shards_stream_from_the_bucket(shards):
     storage.copy(val.urls[0], f"{shards}-bare/part.tar")
     listed = open_shard_set(f"{shards}-bare")  # no index.json: the prefix's *.tar objects
     assert listed.urls == [f"{shards}-bare/part.tar"] and listed.sample_counts is None
+
+
+@pytest.fixture(scope="module")
+def gcs():
+    """gcp-storage-emulator's server on 127.0.0.1 with a bucket; STORAGE_EMULATOR_HOST points gs:// at it."""
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
+    server.start()
+    saved = os.environ.get(storage.GCS_EMULATOR_ENV)
+    os.environ[storage.GCS_EMULATOR_ENV] = f"http://127.0.0.1:{port}"
+    try:
+        yield f"gs://{BUCKET}"
+    finally:
+        server.stop()
+        if saved is None:
+            os.environ.pop(storage.GCS_EMULATOR_ENV, None)
+        else:
+            os.environ[storage.GCS_EMULATOR_ENV] = saved
+
+
+def test_shards_exports_and_colorize_on_google_cloud_storage(gcs, tmp_path):
+    """No Ray: fast enough for the fast layer (under a second)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(6):
+        Image.fromarray(skimage_data.astronaut()[40 * index:40 * index + 96, 30 * index:30 * index + 96]).save(
+            photos / f"a-{index}.png")
+    uri = f"{gcs}/shards"
+    assert write_shards_main([str(photos), uri, "--val-count", "2", "--workers", "1", "--quiet"]) == 0
+    assert {"index.json", "train/index.json", "val/index.json"} <= set(storage.list_files(uri))
+    train = open_shard_set(uri)
+    assert train.total_samples == 4 and all(url.startswith("gs://") for url in train.urls)
+    batch = next(iter(val_loader(open_shard_set(f"{uri}/val"), image_size=32, batch_size=2, rank=0, world_size=1)))
+    assert batch["rgb"].shape == (2, 3, 32, 32) and batch["decode_errors"] == 0
+
+    save_generator(tmp_path / "g.pt", create_model("cnn", width=4), 32)
+    storage.upload(tmp_path / "g.pt", f"{gcs}/run/generator.pt")
+    _, info = load_generator(f"{gcs}/run")
+    assert info.source == f"{gcs}/run/generator.pt"
+    assert colorize.main([f"{gcs}/run", str(photos / "a-0.png"), "--out", str(tmp_path / "out")]) == 0
+    assert Image.open(tmp_path / "out" / "a-0.png").size == (96, 96)
+    with pytest.raises(ExportError, match=f"model path not found: {gcs}/nothing"):
+        load_generator(f"{gcs}/nothing")
 
 
 @pytest.mark.slow

@@ -16,8 +16,10 @@ S3-compatible servers (MinIO, Ceph, moto) are reached through the standard
 environment: ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, with
 ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` and ``AWS_REGION``. Without an
 endpoint, the bucket's region and the credentials are found as the AWS SDK
-always does (environment, ``~/.aws``, instance role). ``docs/storage.md`` has
-the details.
+always does (environment, ``~/.aws``, instance role). Google Cloud Storage
+uses Google's default credentials (``GOOGLE_APPLICATION_CREDENTIALS``, the
+metadata server); ``STORAGE_EMULATOR_HOST`` points ``gs://`` at an emulator.
+``docs/storage.md`` has the details.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ import pyarrow.fs as pafs
 
 SCHEMES = ("s3", "gs", "gcs")
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+GCS_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"  # Google's own variable for a GCS emulator, e.g. http://127.0.0.1:9023
 FORWARDED_ENV = (
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS",
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS", GCS_EMULATOR_ENV,
 )
 
 
@@ -89,6 +92,10 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
         )
         return fs, rest.rstrip("/")
+    emulator = os.environ.get(GCS_EMULATOR_ENV, "") if scheme.lower() in ("gs", "gcs") else ""
+    if emulator:  # a GCS emulator: anonymous, over its own scheme
+        protocol, _, host = emulator.rpartition("://")
+        return pafs.GcsFileSystem(anonymous=True, scheme=protocol or "http", endpoint_override=host), rest.rstrip("/")
     try:
         return pafs.FileSystem.from_uri(location)
     except (OSError, ValueError) as error:
