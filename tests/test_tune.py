@@ -22,10 +22,17 @@ from ray import tune
 from skimage import data as photos
 
 from colorray.config import ConfigError, config_to_dict
-from colorray.export import load_generator
+from colorray.export import load_generator, save_generator
 from colorray.inference import Colorizer
+from colorray.models import create_model
 from colorray.models.weights import expected_path
-from colorray.tune.driver import main, planned_trials, was_interrupted
+from colorray.tune.driver import (
+    TrialRow,
+    export_best,
+    main,
+    planned_trials,
+    was_interrupted,
+)
 from colorray.tune.sweep import (
     ClipToRanges,
     load_sweep,
@@ -226,6 +233,21 @@ def test_planned_trials_count_every_grid_combination_num_samples_times(tmp_path)
              "gan.lambda_l1": {"loguniform": [1, 200]}}
     assert planned_trials(parse_sweep(sweep_file(tmp_path, search_space=space, num_samples=2)).spec) == 12
     assert planned_trials(parse_sweep(REPO / "tune_configs" / "optuna.yaml").spec) == 12  # its num_samples
+
+
+def test_the_best_export_takes_the_newest_checkpoint_when_the_last_reported_one_was_removed(tmp_path):
+    """An ASHA-stopped trial trained one epoch more than Tune saw, and keep_checkpoints=1 removed the reported one."""
+    run = tmp_path / "trials" / "t1"
+    for name, width in (("checkpoint_2026-12-03_12-00-01.000001", 4), ("checkpoint_2026-12-03_12-00-03.000003", 8)):
+        save_generator(run / name / "generator.pt", create_model("cnn", width=width), 32)
+    reported = str(run / "checkpoint_2026-12-03_12-00-02.000002")  # removed by the run's retention
+    best = TrialRow("t1", "stopped early", {"optim.lr": 1e-3}, epochs=3, best=1.0, best_epoch=1,
+                    best_checkpoint=str(run / "checkpoint_2026-12-03_12-00-01.000001"), last_checkpoint=reported)
+    folder = export_best(parse_sweep(SMOKE), best, tmp_path / "out")
+    assert (folder / "generator-last.pt").read_bytes() == (
+        run / "checkpoint_2026-12-03_12-00-03.000003" / "generator.pt").read_bytes()
+    assert (folder / "generator.pt").read_bytes() == (
+        run / "checkpoint_2026-12-03_12-00-01.000001" / "generator.pt").read_bytes()
 
 
 def shipped_sweep(tmp_path: Path, name: str, **changes) -> Path:

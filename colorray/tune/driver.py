@@ -279,7 +279,10 @@ def export_best(sweep: Sweep, best: TrialRow, out: Path) -> Path:
     """Copy the best trial's selected and last generators; write its full config (run.name cleared)."""
     folder = out / BEST_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    for uri, name in ((best.best_checkpoint, EXPORT_FILENAME), (best.last_checkpoint, LAST_EXPORT_FILENAME)):
+    last = best.last_checkpoint
+    if last and not storage.is_file(storage.join(last, EXPORT_FILENAME)):
+        last = newest_checkpoint(last)
+    for uri, name in ((best.best_checkpoint, EXPORT_FILENAME), (last, LAST_EXPORT_FILENAME)):
         if uri:
             storage.download(storage.join(uri, EXPORT_FILENAME), folder / name)
     config = trial_config(config_to_dict(sweep.base), best.params)
@@ -289,6 +292,16 @@ def export_best(sweep: Sweep, best: TrialRow, out: Path) -> Path:
                "params": best.params, "checkpoint": best.best_checkpoint}
     (folder / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
     return folder
+
+
+def newest_checkpoint(checkpoint: str) -> str | None:
+    """The newest checkpoint with an export in the trial run holding ``checkpoint``. A trial the scheduler
+    stopped may train on past its last report until Tune ends it, and the run's retention (run.keep_checkpoints)
+    then removes the reported checkpoint."""
+    run, _ = storage.split(checkpoint)
+    names = sorted({name.split("/")[0] for name in storage.list_files(run)
+                    if name.startswith("checkpoint_") and name.endswith(f"/{EXPORT_FILENAME}")})
+    return storage.join(run, names[-1]) if names else None
 
 
 def summarize(sweep: Sweep, rows: list[TrialRow], out: Path) -> list[str]:
