@@ -235,19 +235,20 @@ def test_planned_trials_count_every_grid_combination_num_samples_times(tmp_path)
     assert planned_trials(parse_sweep(REPO / "tune_configs" / "optuna.yaml").spec) == 12  # its num_samples
 
 
-def test_the_best_export_takes_the_newest_checkpoint_when_the_last_reported_one_was_removed(tmp_path):
-    """An ASHA-stopped trial trained one epoch more than Tune saw, and keep_checkpoints=1 removed the reported one."""
+def test_the_best_export_takes_kept_checkpoints_when_the_reported_ones_were_removed(tmp_path):
+    """An ASHA-stopped trial trained on past its last report, and keep_checkpoints=1 removed what Tune saw:
+    generator-last.pt is the newest kept checkpoint, generator.pt the one the run's rule picks among those kept."""
     run = tmp_path / "trials" / "t1"
-    for name, width in (("checkpoint_2026-12-03_12-00-01.000001", 4), ("checkpoint_2026-12-03_12-00-03.000003", 8)):
-        save_generator(run / name / "generator.pt", create_model("cnn", width=width), 32)
-    reported = str(run / "checkpoint_2026-12-03_12-00-02.000002")  # removed by the run's retention
-    best = TrialRow("t1", "stopped early", {"optim.lr": 1e-3}, epochs=3, best=1.0, best_epoch=1,
-                    best_checkpoint=str(run / "checkpoint_2026-12-03_12-00-01.000001"), last_checkpoint=reported)
-    folder = export_best(parse_sweep(SMOKE), best, tmp_path / "out")
-    assert (folder / "generator-last.pt").read_bytes() == (
-        run / "checkpoint_2026-12-03_12-00-03.000003" / "generator.pt").read_bytes()
-    assert (folder / "generator.pt").read_bytes() == (
-        run / "checkpoint_2026-12-03_12-00-01.000001" / "generator.pt").read_bytes()
+    kept = {"checkpoint_2026-12-03_12-00-01.000001": 20.0, "checkpoint_2026-12-03_12-00-04.000004": 10.0}
+    for name, score in kept.items():
+        save_generator(run / name / "generator.pt", create_model("cnn", width=4), 32, {"val/color_score": score})
+    removed = [str(run / f"checkpoint_2026-12-03_12-00-0{n}.00000{n}") for n in (2, 3)]
+    row = TrialRow("t1", "stopped early", {"optim.lr": 1e-3}, epochs=3, best=25.0, best_epoch=2,
+                   best_checkpoint=removed[0], last_checkpoint=removed[1])
+    folder = export_best(parse_sweep(SMOKE), row, tmp_path / "out")
+    exports = {name: (run / name / "generator.pt").read_bytes() for name in kept}
+    assert (folder / "generator.pt").read_bytes() == exports["checkpoint_2026-12-03_12-00-01.000001"]
+    assert (folder / "generator-last.pt").read_bytes() == exports["checkpoint_2026-12-03_12-00-04.000004"]
 
 
 def shipped_sweep(tmp_path: Path, name: str, **changes) -> Path:

@@ -35,7 +35,7 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallba
 from colorray import cli
 from colorray.config import ConfigError, TrainConfig, config_to_dict, dump_config
 from colorray.data import storage
-from colorray.export import EXPORT_FILENAME, LAST_EXPORT_FILENAME
+from colorray.export import EXPORT_FILENAME, LAST_EXPORT_FILENAME, select_run_export
 from colorray.metrics import select_best
 from colorray.train import checkpoints, preflight
 from colorray.train.driver import build_trainer
@@ -279,10 +279,8 @@ def export_best(sweep: Sweep, best: TrialRow, out: Path) -> Path:
     """Copy the best trial's selected and last generators; write its full config (run.name cleared)."""
     folder = out / BEST_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    last = best.last_checkpoint
-    if last and not storage.is_file(storage.join(last, EXPORT_FILENAME)):
-        last = newest_checkpoint(last)
-    for uri, name in ((best.best_checkpoint, EXPORT_FILENAME), (last, LAST_EXPORT_FILENAME)):
+    chosen, last = kept_checkpoint(best.best_checkpoint, best=True), kept_checkpoint(best.last_checkpoint, best=False)
+    for uri, name in ((chosen, EXPORT_FILENAME), (last, LAST_EXPORT_FILENAME)):
         if uri:
             storage.download(storage.join(uri, EXPORT_FILENAME), folder / name)
     config = trial_config(config_to_dict(sweep.base), best.params)
@@ -294,11 +292,17 @@ def export_best(sweep: Sweep, best: TrialRow, out: Path) -> Path:
     return folder
 
 
-def newest_checkpoint(checkpoint: str) -> str | None:
-    """The newest checkpoint with an export in the trial run holding ``checkpoint``. A trial the scheduler
-    stopped may train on past its last report until Tune ends it, and the run's retention (run.keep_checkpoints)
-    then removes the reported checkpoint."""
+def kept_checkpoint(checkpoint: str | None, best: bool) -> str | None:
+    """``checkpoint`` while its export is there; else one its trial run kept. A trial the scheduler stopped may
+    train on past its last report until Tune ends it, and the run's retention (``run.keep_checkpoints``) may
+    then remove reported checkpoints: the last becomes the newest kept, the best the one the run's own
+    selection rule picks among those kept (the newest on remote storage)."""
+    if not checkpoint or storage.is_file(storage.join(checkpoint, EXPORT_FILENAME)):
+        return checkpoint
     run, _ = storage.split(checkpoint)
+    if best and not storage.is_uri(run):
+        selected = select_run_export(Path(run))
+        return str(selected.parent) if selected is not None else None
     names = sorted({name.split("/")[0] for name in storage.list_files(run)
                     if name.startswith("checkpoint_") and name.endswith(f"/{EXPORT_FILENAME}")})
     return storage.join(run, names[-1]) if names else None
