@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -82,6 +83,7 @@ def connect_ray(*, log_to_driver: bool = True, num_cpus: int | None = None, verb
 
     if ray.is_initialized():
         return False
+    check_ray_address(os.environ.get("RAY_ADDRESS", ""))
     try:
         ray.init(address="auto", log_to_driver=log_to_driver, runtime_env=runtime_env(),
                  logging_level=ray_log_level(verbose))
@@ -93,3 +95,16 @@ def connect_ray(*, log_to_driver: bool = True, num_cpus: int | None = None, verb
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=num_cpus, log_to_driver=log_to_driver,
              logging_level=ray_log_level(verbose))
     return True
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """A ``host:port`` RAY_ADDRESS that nothing listens on is a ConnectionError within seconds; Ray itself
+    retries it for minutes. Other forms (empty, ``auto``, ``ray://``, ``local``) are left to Ray."""
+    host, _, port_text = address.rpartition(":")
+    if "://" in address or not host or not port_text.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConnectionError(f"cannot reach the Ray cluster at RAY_ADDRESS={address} ({error.strerror or error}): "
+                              "is it running? (unset RAY_ADDRESS to start Ray on this machine)") from None

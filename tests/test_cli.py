@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import socket
 
 import pytest
 
@@ -84,3 +85,15 @@ def test_joining_a_cluster_outside_a_job_puts_this_colorray_first_on_the_workers
     assert importlib.import_module("colorray").__file__.startswith(cli.PACKAGE_ROOT)
     monkeypatch.setenv(cli.JOB_CONFIG_VARIABLE, "{}")
     assert cli.runtime_env() is None
+
+
+def test_an_unreachable_ray_address_is_one_error_within_seconds(monkeypatch):
+    """Ray retries a dead RAY_ADDRESS for minutes before giving up; colorray says so at once (without Ray)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"  # bound, not listening: connections are refused
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        with pytest.raises(ConnectionError, match=rf"at RAY_ADDRESS={address} \(Connection refused\): is it running"):
+            cli.connect_ray()  # the fast layer refuses Ray: the check itself answers, before ray.init
+    for left_to_ray in ("", "auto", "ray://head:10001", "local"):
+        cli.check_ray_address(left_to_ray)
