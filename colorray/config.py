@@ -225,10 +225,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         try:
             number = float(value)  # YAML 1.1 reads 2e-4 as a string
         except ValueError:
-            number = None
-        if number is not None and not math.isfinite(number):
-            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
-        if number is not None:
+            pass
+        else:
+            if not math.isfinite(number):
+                raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
             return number
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value

@@ -24,7 +24,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -450,14 +450,14 @@ def table_cells(summary: dict[str, dict[str, tuple[float, float]]], columns: lis
 
 
 def markdown_table(summary: dict[str, dict[str, tuple[float, float]]], human: list[ResultRow] = ()) -> str:
-    titles, rows = table_with_human_columns(summary, human, [c.title for c in table_columns(summary)])
+    titles, rows = table_with_human_columns(summary, human, lambda column: column.title)
     lines = ["| row | " + " | ".join(titles) + " |", "|---" * (len(titles) + 1) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines)
 
 
 def csv_text(summary: dict[str, dict[str, tuple[float, float]]], human: list[ResultRow] = ()) -> str:
-    titles, rows = table_with_human_columns(summary, human, [c.key for c in table_columns(summary)])
+    titles, rows = table_with_human_columns(summary, human, lambda column: column.key)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["row", *titles])
@@ -466,9 +466,10 @@ def csv_text(summary: dict[str, dict[str, tuple[float, float]]], human: list[Res
 
 
 def table_with_human_columns(summary: dict[str, dict[str, tuple[float, float]]], human: list[ResultRow],
-                             titles: list[str]) -> tuple[list[str], list[list[str]]]:
+                             title: Callable[[Column], str]) -> tuple[list[str], list[list[str]]]:
     """The metric columns' titles and cells, followed by a column per measure of the judge's votes (if any)."""
-    rows = table_cells(summary, table_columns(summary))
+    columns = table_columns(summary)
+    titles, rows = [title(column) for column in columns], table_cells(summary, columns)
     if not human:
         return titles, rows
     human_titles, human_cells = judge_results.columns_for_rows(human, list(summary), TRUTH_ROW)
