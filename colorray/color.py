@@ -68,6 +68,10 @@ def _check_nchw(image: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must have shape (N, 3, H, W), got {tuple(image.shape)}")
 
 
+def _is_uint8_on_cpu(rgb: torch.Tensor) -> bool:
+    return rgb.dtype == torch.uint8 and rgb.device.type == "cpu" and rgb.numel() > 0
+
+
 def _srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
     return torch.where(rgb > 0.04045, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
 
@@ -84,7 +88,7 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     values to 2e-4); the result is then a channels-last strided (N, 3, H, W) view.
     """
     _check_nchw(rgb, "rgb")
-    if rgb.dtype == torch.uint8 and rgb.device.type == "cpu" and rgb.numel():
+    if _is_uint8_on_cpu(rgb):
         return _uint8_lab_on_cpu(rgb)
     if rgb.dtype == torch.uint8:  # a 256-entry table instead of a power per pixel
         linear = _uint8_linear_table(rgb.device)[rgb.long()]
@@ -102,25 +106,37 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.cat([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1)
 
 
+_LAB_FROM_F = ((0, 116, 0, -16), (500, -500, 0, 0), (0, 200, -200, 0))  # (L, a, b) from (fx, fy, fz, 1)
+
+
 @functools.cache
-def _uint8_lab_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """OpenCV's inputs: uint8 -> linear table, RGB -> XYZ/white matrix, f(XYZ) -> Lab matrix with offsets."""
+def _uint8_lab_tables(normalized: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV's inputs: uint8 -> linear table, RGB -> XYZ/white matrix, f(XYZ) -> Lab matrix with offsets.
+
+    ``normalized`` folds ``normalize_l`` and ``normalize_ab`` into the last matrix.
+    """
     linear = _srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255.0).float().numpy()
     xyz = np.array(_XYZ_FROM_RGB) / np.array(_ILLUMINANT_D65)[:, None]
-    lab = np.array([[0, 116, 0, -16], [500, -500, 0, 0], [0, 200, -200, 0]])
+    lab = np.array(_LAB_FROM_F, dtype=np.float64)
+    if normalized:
+        lab = lab / np.array([[L_SCALE], [AB_SCALE], [AB_SCALE]])
+        lab[0, 3] -= 1.0
     return np.repeat(linear.reshape(256, 1, 1), 3, axis=2), xyz.astype(np.float32), lab.astype(np.float32)
 
 
-def _uint8_lab_on_cpu(rgb: torch.Tensor) -> torch.Tensor:
-    """``rgb_to_lab`` of a uint8 CPU batch: a table look-up and two fused 3x3 transforms in OpenCV."""
+def _uint8_lab_on_cpu(rgb: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+    """``rgb_to_lab`` of a uint8 CPU batch: a table look-up and two fused 3x3 transforms in OpenCV.
+
+    With ``normalized`` the result is already ``normalize_l``/``normalize_ab``'s (one pass less).
+    """
     n, _, h, w = rgb.shape
-    linear_table, xyz_matrix, lab_matrix = _uint8_lab_tables()
+    linear_table, xyz_matrix, lab_matrix = _uint8_lab_tables(normalized)
     pixels = rgb.permute(0, 2, 3, 1).contiguous().numpy().reshape(n * h, w, 3)
     xyz = cv2.transform(cv2.LUT(pixels, linear_table), xyz_matrix)
     f = np.cbrt(xyz)
     dark = xyz <= _LINEAR_THRESHOLD
     f[dark] = xyz[dark] * 7.787 + 16.0 / 116.0
-    return torch.from_numpy(cv2.transform(f, lab_matrix)).view(n, h, w, 3).permute(0, 3, 1, 2)
+    return torch.from_numpy(cv2.transform(f, lab_matrix, dst=xyz)).view(n, h, w, 3).permute(0, 3, 1, 2)
 
 
 def lab_to_rgb(lab: torch.Tensor, clip: bool = True) -> torch.Tensor:
@@ -179,6 +195,10 @@ def zhang_normalize_l(L_norm: torch.Tensor) -> torch.Tensor:
 
 def rgb_to_model_inputs(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8/float RGB batch to the normalized (L, ab) pair the models train on."""
+    _check_nchw(rgb, "rgb")
+    if _is_uint8_on_cpu(rgb):  # normalized by the transform itself: channels-last views, no extra pass
+        inputs = _uint8_lab_on_cpu(rgb, normalized=True)
+        return inputs[:, 0:1], inputs[:, 1:3]
     lab = rgb_to_lab(rgb)
     return normalize_l(lab[:, 0:1]), normalize_ab(lab[:, 1:3])
 

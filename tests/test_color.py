@@ -78,6 +78,15 @@ def test_conversion_is_differentiable_without_nan_gradients():
     assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
 
 
+def test_model_inputs_of_uint8_cpu_batches_are_the_normalized_float_formula():
+    rgb = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (2, 3, 13, 17), dtype=np.uint8))
+    L, ab = color.rgb_to_model_inputs(rgb)
+    exact = color.rgb_to_lab(rgb.double() / 255.0)
+    assert L.shape == (2, 1, 13, 17) and ab.shape == (2, 2, 13, 17) and L.dtype == ab.dtype == torch.float32
+    assert (L.double() - color.normalize_l(exact[:, 0:1])).abs().max() < 1e-5
+    assert (ab.double() - color.normalize_ab(exact[:, 1:3])).abs().max() < 1e-5
+
+
 def test_normalization_round_trips():
     rgb = torch.randint(0, 256, (2, 3, 6, 6), dtype=torch.uint8)
     L, ab = color.rgb_to_model_inputs(rgb)
