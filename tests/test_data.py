@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
 import threading
 from collections import Counter
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,8 @@ from skimage import data as skimage_data
 from colorray.config import DataConfig
 from colorray.data.loader import (
     DataError,
+    center_box,
+    decode_crop,
     open_shard_set,
     resolve_data,
     train_loader,
@@ -152,6 +156,47 @@ def test_val_ranks_are_disjoint_and_limit_takes_the_first_samples(tmp_path):
     assert sorted(first[0] + first[1]) == sorted(keys[:8])
     loader = val_loader(shards, image_size=IMAGE_SIZE, batch_size=4, rank=0, world_size=1, limit=8)
     assert len(loader) == 2 and sum(len(b["key"]) for b in loader) == 8
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def pillow_reference(data: bytes, size: int, factor: int) -> np.ndarray:
+    """A center crop from Pillow's decode (its draft decode at 1/factor, which uses libjpeg's fast IDCT)."""
+    image = Image.open(io.BytesIO(data))
+    if factor > 1:
+        image.draft("RGB", (-(-image.width // factor), -(-image.height // factor)))
+    pixels = np.asarray(image.convert("RGB"))
+    left, top, right, bottom = (round(v) for v in center_box(pixels.shape[1], pixels.shape[0]))
+    shrink = (bottom - top) / size
+    return cv2.resize(pixels[top:bottom, left:right], (size, size),
+                      interpolation=cv2.INTER_AREA if shrink >= 1.5 else cv2.INTER_LINEAR)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+@pytest.mark.parametrize("size,factor", [(450, 1), (300, 1), (250, 1), (200, 2), (100, 4), (40, 8)])
+def test_decode_crop_gives_pillows_pixels_at_the_dct_scale_that_covers_the_box(mode, size, factor):
+    photo = Image.fromarray(skimage_data.astronaut()[:, :400]).convert(mode)
+    data = encoded(photo, "JPEG", quality=90)
+    crop = decode_crop(data, size, center_box).permute(1, 2, 0).numpy()
+    assert crop.shape == (size, size, 3) and crop.dtype == np.uint8
+    reference = pillow_reference(data, size, factor)
+    if factor > 1:  # the same scale, decoded with the accurate IDCT
+        assert np.abs(crop.astype(int) - reference).mean() < 1.0
+        return
+    assert np.array_equal(crop, reference)
+    png = decode_crop(encoded(photo.convert("RGB"), "PNG"), size, center_box).permute(1, 2, 0).numpy()
+    assert np.abs(png.astype(int) - crop).mean() < 3  # the same picture, without the JPEG's loss
+
+
+def test_decode_crop_refuses_a_truncated_or_garbled_jpeg():
+    data = encoded(Image.fromarray(skimage_data.astronaut()), "JPEG")
+    for broken in (data[: len(data) // 2], data[:2] + b"garbage" * 50):
+        with pytest.raises(OSError):
+            decode_crop(broken, 64, center_box)
 
 
 def test_corrupt_sample_is_skipped_and_counted(tmp_path):
