@@ -318,6 +318,21 @@ def test_concurrent_requests_are_batched(service):
 
 
 @pytest.mark.slow
+def test_a_lone_request_runs_at_once_without_waiting_for_a_batch(service):
+    service.deploy({"batch_wait_timeout_s": 10.0})
+    try:
+        before = service.wait_for_info(lambda info: info["settings"]["batch_wait_timeout_s"] == 10.0)["counters"]
+        for _ in range(2):  # each well inside the 10 s a batch would wait to fill
+            response = requests.post(f"{service.url}/colorize", data=encode(color_photo(), "JPEG"), timeout=5)
+            assert response.status_code == 200
+        after = service.info()["counters"]
+        assert after["batches"] - before["batches"] == 2 and after["colorized"] - before["colorized"] == 2
+    finally:
+        service.deploy({})
+        service.wait_for_info(lambda info: info["settings"]["batch_wait_timeout_s"] == 0.1)
+
+
+@pytest.mark.slow
 def test_healthz_and_info(service, exports):
     assert requests.get(f"{service.url}/healthz", timeout=10).json() == {"status": "ok", "model": "cnn"}
     info = service.info()

@@ -3,9 +3,10 @@
 One deployment, ``ColorizeService``, is the FastAPI ingress and the model:
 
 - ``POST /colorize`` takes an image (raw body or multipart field ``image``),
-  decodes it off the event loop, waits in a ``@serve.batch`` queue with other
-  requests, colorizes the batch with ``colorray.inference.Colorizer`` (in a
-  worker thread) and returns the encoded result at the input's resolution;
+  decodes it off the event loop, runs at once when the model is idle or else
+  waits in a ``@serve.batch`` queue with other requests, colorizes the batch
+  with ``colorray.inference.Colorizer`` (in a worker thread, one model call at
+  a time) and returns the encoded result at the input's resolution;
 - ``GET /`` is a small HTML page, ``GET /healthz`` a liveness probe, ``GET /info``
   the model's facts plus this replica's serving counters.
 
@@ -246,6 +247,8 @@ class ColorizeService:
         self.colorizer = Colorizer.from_path(self.settings.model, device=self.settings.device)
         self.stats = ServingStats()
         self.started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.model_turn = asyncio.Lock()  # one model call at a time: the next batch fills while one runs
+        self.wanting_model = 0  # decoded requests waiting for or inside a model call
         self._apply_batching()
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
@@ -260,10 +263,28 @@ class ColorizeService:
         self.colorize_batch.set_max_batch_size(self.settings.max_batch_size)
         self.colorize_batch.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
 
+    async def colorize_job(self, job: ColorizeJob) -> np.ndarray:
+        """A request that finds the model idle runs at once; under load requests wait in ``colorize_batch``.
+
+        So a lone request never waits ``batch_wait_timeout_s`` for company that is not coming.
+        """
+        alone = self.wanting_model == 0
+        self.wanting_model += 1
+        try:
+            if alone:
+                return (await self.run_model([job]))[0]
+            return await self.colorize_batch(job)
+        finally:
+            self.wanting_model -= 1
+
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def colorize_batch(self, jobs: list[ColorizeJob]) -> list[np.ndarray]:
-        self.stats.record_batch(len(jobs))
-        return await asyncio.to_thread(colorize_jobs, self.colorizer, jobs)
+        return await self.run_model(jobs)
+
+    async def run_model(self, jobs: list[ColorizeJob]) -> list[np.ndarray]:
+        async with self.model_turn:
+            self.stats.record_batch(len(jobs))
+            return await asyncio.to_thread(colorize_jobs, self.colorizer, jobs)
 
     @api.get("/", response_class=HTMLResponse)
     async def page(self) -> HTMLResponse:
@@ -306,7 +327,7 @@ class ColorizeService:
     async def _colorize(self, request: Request) -> Response:
         upload = await parse_upload(request.query_params, request.headers, request.stream(), self.settings,
                                     self.colorizer.info.output_space)
-        rgb = await self.colorize_batch(ColorizeJob(upload.image.rgb, upload.temperature))
+        rgb = await self.colorize_job(ColorizeJob(upload.image.rgb, upload.temperature))
         encoded = await asyncio.to_thread(encode_image, rgb, upload.fmt, upload.image.alpha, JPEG_QUALITY)
         return Response(encoded, media_type=media_type(upload.fmt))
 
