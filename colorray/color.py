@@ -225,28 +225,29 @@ def resize_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 # --- uint8 images at full resolution (CPU) ------------------------------------------
 
 _L_PER_Y = 116.0 * 7.787  # the slope of L's linear part (scikit-image's constants)
+_CUBED_116 = 116.0**3  # L = cbrt(116^3 Y) - 16: the factor 116 taken inside the cube root, into the table
 
 
 @functools.cache
-def _luminance_table() -> np.ndarray:
-    """(256, 1, 3) float32: the share of each channel's uint8 value in the relative luminance Y."""
+def _scaled_luminance_table() -> np.ndarray:
+    """(256, 1, 3) float32: each channel's uint8 value's share of 116^3 times the relative luminance Y."""
     linear = _srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255.0)
-    return (linear[:, None] * torch.tensor(_XYZ_FROM_RGB[1], dtype=torch.float64)).float().numpy().reshape(256, 1, 3)
+    shares = linear[:, None] * torch.tensor(_XYZ_FROM_RGB[1], dtype=torch.float64) * _CUBED_116
+    return shares.float().numpy().reshape(256, 1, 3)
 
 
 def lightness(rgb: np.ndarray) -> np.ndarray:
     """CIELAB L (H, W) float32 of a uint8 sRGB image (H, W, 3): ``rgb_to_lab``'s L to 1e-4.
 
-    Y is three table look-ups and a sum; only the cube root is computed per pixel.
+    116^3 Y is three table look-ups and a sum; only the cube root is computed per pixel.
     """
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected a uint8 (H, W, 3) RGB array, got {rgb.dtype} {rgb.shape}")
-    luminance = cv2.transform(cv2.LUT(rgb, _luminance_table()), np.ones((1, 3), np.float32))
-    L = np.cbrt(luminance)
-    L *= 116.0
+    scaled = cv2.transform(cv2.LUT(rgb, _scaled_luminance_table()), np.ones((1, 3), np.float32))
+    L = np.cbrt(scaled)
     L -= 16.0
-    dark = luminance <= _LINEAR_THRESHOLD
-    L[dark] = luminance[dark] * _L_PER_Y
+    dark = cv2.compare(scaled, _LINEAR_THRESHOLD * _CUBED_116, cv2.CMP_LE)
+    cv2.copyTo(cv2.multiply(scaled, _L_PER_Y / _CUBED_116), dark, L)
     return L
 
 

@@ -1,4 +1,4 @@
-"""Decoding input images (``colorray.data.images``): float images with NaN/inf, and the pixel limit named."""
+"""Decoding input images (``colorray.data.images``): JPEGs, float images with NaN/inf, and the pixel limit named."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from skimage import data as skimage_data
 
 from colorray import colorize
 from colorray.data.images import ImageError, decode_image
@@ -22,6 +23,28 @@ def float_tiff(values: np.ndarray) -> bytes:
 
 def gradient() -> np.ndarray:
     return np.linspace(0.0, 1.0, 20 * 30).reshape(20, 30)
+
+
+def jpeg(mode: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(skimage_data.astronaut()[:300, :200]).convert(mode).save(buffer, "JPEG", quality=90, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_a_jpeg_decodes_to_pillows_pixels(mode):
+    data = jpeg(mode)
+    decoded = decode_image(data)
+    assert np.array_equal(decoded.rgb, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    assert decoded.rgb.shape == (300, 200, 3) and decoded.was_gray == (mode == "L") and decoded.alpha is None
+
+
+def test_a_jpeg_with_an_exif_rotation_is_turned_upright_and_a_truncated_one_refused():
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    assert decode_image(jpeg("RGB", exif=exif.tobytes())).rgb.shape == (200, 300, 3)
+    with pytest.raises(ImageError, match="truncated"):
+        decode_image(jpeg("RGB")[:4000])
 
 
 @pytest.mark.parametrize("bad, count", [(np.nan, 1), (np.inf, 2), (-np.inf, 1)])
