@@ -303,11 +303,10 @@ def decode_crop(data: bytes, size: int, box_for: Callable[[int, int], tuple[floa
     """Decode an image and resize its box ``box_for(width, height)`` to a (3, size, size) uint8 tensor.
 
     JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still covers
-    the box with ``size`` pixels, by libjpeg-turbo through simplejpeg: Pillow's
-    pixels at full scale without its per-image overhead and copies, and the
-    accurate IDCT and chroma upsampling at every scale (Pillow's ``draft`` switches
-    both to their fast forms). Other formats, CMYK JPEGs and damaged ones go
-    through Pillow. OpenCV then resizes the box in the decoded pixels: bilinear
+    the box with ``size`` pixels, by libjpeg-turbo through simplejpeg: the pixels
+    of Pillow's ``draft`` decode without its per-image overhead and copies. Other
+    formats, CMYK JPEGs and damaged ones go through Pillow. OpenCV then resizes
+    the box in the decoded pixels: bilinear
     when enlarging or shrinking by less than ``_AREA_FROM_SHRINK`` per side (0.3
     levels from an antialiased filter there, at a quarter of area averaging's
     time), area averaging beyond. ``flip`` mirrors it left to right. The tensor is
@@ -360,7 +359,7 @@ def _plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
 def _dct_factor(width: int, height: int, box: tuple[float, float, float, float], size: int) -> int:
     """The largest of 8, 4, 2, 1 by which the image can shrink while ``box`` still spans ``size`` pixels each way.
 
-    libjpeg-turbo's power-of-two scaled IDCTs (the ones Pillow's ``draft`` uses) are its fast ones.
+    The scales Pillow's ``draft`` uses; libjpeg-turbo's other ones (3/8, 5/8, ...) are slower.
     """
     left, top, right, bottom = box
     room = min((right - left) / size, (bottom - top) / size)
