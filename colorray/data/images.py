@@ -3,7 +3,8 @@
 Shared by Serve, ``colorize`` and Evaluate. Decoding respects EXIF orientation,
 splits off an alpha channel (kept and put back on PNG output), turns any mode
 into RGB, and refuses bombs (more pixels than a limit) and broken files with
-an ``ImageError`` that says what is wrong.
+an ``ImageError`` that says what is wrong. Plain color and grayscale JPEGs are
+decoded by libjpeg-turbo through simplejpeg, everything else by Pillow.
 """
 
 from __future__ import annotations
