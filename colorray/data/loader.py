@@ -33,13 +33,13 @@ from typing import Any, Callable, Iterable, Iterator
 import braceexpand
 import cv2
 import numpy as np
-import simplejpeg
 import torch
 import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from colorray.data import storage
+from colorray.data.images import decode_plain_jpeg, plain_jpeg_size
 from colorray.data.tarstream import IMAGE_FIELDS, read_samples
 
 CROP_SCALE = (0.3, 1.0)
@@ -303,14 +303,13 @@ def decode_crop(data: bytes, size: int, box_for: Callable[[int, int], tuple[floa
     """Decode an image and resize its box ``box_for(width, height)`` to a (3, size, size) uint8 tensor.
 
     JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still covers
-    the box with ``size`` pixels, by libjpeg-turbo through simplejpeg: the pixels
-    of Pillow's ``draft`` decode without its per-image overhead and copies. Other
-    formats, CMYK JPEGs and damaged ones go through Pillow. OpenCV then resizes
-    the box in the decoded pixels: bilinear
-    when enlarging or shrinking by less than ``_AREA_FROM_SHRINK`` per side (0.3
-    levels from an antialiased filter there, at a quarter of area averaging's
-    time), area averaging beyond. ``flip`` mirrors it left to right. The tensor is
-    a channels-first view of channels-last pixels (no transposing copy).
+    the box with ``size`` pixels (``images.decode_plain_jpeg``, or Pillow's
+    ``draft`` for other formats, CMYK and damaged JPEGs). OpenCV then resizes the
+    box in the decoded pixels: bilinear when enlarging or shrinking by less than
+    ``_AREA_FROM_SHRINK`` per side (0.3 levels from an antialiased filter there,
+    at a quarter of area averaging's time), area averaging beyond. ``flip``
+    mirrors it left to right. The tensor is a channels-first view of
+    channels-last pixels (no transposing copy).
     """
     pixels, (width, height), (left, top, right, bottom) = _decode_for_box(data, size, box_for)
     scale_x, scale_y = pixels.shape[1] / width, pixels.shape[0] / height
@@ -324,36 +323,21 @@ def decode_crop(data: bytes, size: int, box_for: Callable[[int, int], tuple[floa
 
 
 _AREA_FROM_SHRINK = 1.5
-_SIMPLEJPEG_COLORSPACES = ("YCbCr", "Gray")  # CMYK and the rest keep Pillow's conversion to RGB
 
 
 def _decode_for_box(data: bytes, size: int, box_for: Callable[[int, int], tuple[float, float, float, float]]):
     """(pixels (h, w, 3) uint8 decoded at 1/``_dct_factor`` of full size, the full (width, height), the box)."""
-    jpeg_size = _plain_jpeg_size(data)
+    jpeg_size = plain_jpeg_size(data)
     image = None if jpeg_size else Image.open(io.BytesIO(data))
     width, height = jpeg_size or image.size
     box = box_for(width, height)
     factor = _dct_factor(width, height, box, size)
-    reduced = (math.ceil(width / factor), math.ceil(height / factor))
-    if jpeg_size:
-        try:
-            return simplejpeg.decode_jpeg(data, "RGB", min_factor=factor, min_width=reduced[0],
-                                          min_height=reduced[1]), jpeg_size, box
-        except ValueError:  # truncated or damaged: Pillow decides, and says why
-            image = Image.open(io.BytesIO(data))
-    image.draft("RGB", reduced)
+    pixels = decode_plain_jpeg(data, factor) if jpeg_size else None
+    if pixels is not None:
+        return pixels, (width, height), box
+    image = image or Image.open(io.BytesIO(data))  # not a plain JPEG, or a damaged one: Pillow decides
+    image.draft("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
     return np.asarray(image.convert("RGB") if image.mode != "RGB" else image), (width, height), box
-
-
-def _plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) of a YCbCr or grayscale JPEG, None for anything else (simplejpeg's header reader)."""
-    if not data.startswith(b"\xff\xd8"):
-        return None
-    try:
-        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError:
-        return None
-    return (width, height) if colorspace in _SIMPLEJPEG_COLORSPACES else None
 
 
 def _dct_factor(width: int, height: int, box: tuple[float, float, float, float], size: int) -> int:
